@@ -1,0 +1,67 @@
+"""Helpers shared by every scenario's testinfra tests.
+
+Tests check what an operator would check on the host: services, mounts, files, and what
+PostgreSQL answers. When a test fails, the journal of the PostgreSQL units is printed with it.
+"""
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+import testinfra
+
+
+def _inventory_hosts():
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_hosts(["ansible://all"], ansible_inventory=inventory)
+
+
+SECRETS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", ".")) / "secrets"
+
+
+def secret(name: str) -> str:
+    """A password the scenario generated into Molecule's ephemeral directory."""
+    return (SECRETS / name).read_text().split()[0]
+
+
+def psql(host, sql: str, db: str = "hub", check: bool = True):
+    """Run SQL as the postgres OS user over the local socket; return stdout (stripped)."""
+    cmd = host.run(
+        "sudo -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s",
+        db,
+        sql,
+    )
+    if check:
+        assert cmd.rc == 0, f"psql failed: {cmd.stderr}"
+        return cmd.stdout.strip()
+    return cmd
+
+
+def psql_as(host, user: str, sql: str, sslmode: str = "require", db: str = "hub"):
+    """Connect over TCP to 127.0.0.1 as `user`. The password travels in a pgpass file that is
+    written on the controller and copied by path, so it is never on a command line."""
+    local = SECRETS / f"pgpass-{user}"
+    local.touch(mode=0o600)
+    local.write_text(f"127.0.0.1:*:*:{user}:{secret(user)}\n")
+    pgpass = f"/root/.pgpass-{user}"
+    host.ansible("ansible.builtin.copy", f"src={local} dest={pgpass} mode=0600", check=False)
+    try:
+        conninfo = f"host=127.0.0.1 dbname={db} user={user} sslmode={sslmode}"
+        return host.run(
+            f"PGPASSFILE={pgpass} psql -XAtq -v ON_ERROR_STOP=1 {shlex.quote(conninfo)} -c {shlex.quote(sql)}"
+        )
+    finally:
+        host.run(f"rm -f {pgpass}")
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failed test, attach the last lines of the PostgreSQL journal to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for host in _inventory_hosts():
+        journal = host.run("journalctl --no-pager -n 40 -u 'postgresql*'")
+        report.sections.append((f"journal of {host.backend.get_hostname()}", journal.stdout))
