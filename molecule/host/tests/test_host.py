@@ -1,0 +1,86 @@
+"""What an operator checks on a host prepared for the hub's PostgreSQL server."""
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def device(host):
+    return host.ansible.get_variables()["hub_test_data_device"]
+
+
+def test_data_volume_is_formatted_with_the_roles_label(host, device):
+    probe = host.run("blkid -p -o export %s", device).stdout.splitlines()
+    assert "TYPE=ext4" in probe
+    assert "LABEL=hub_pgdata" in probe
+
+
+def test_data_volume_is_mounted_by_uuid_with_noatime(host, device):
+    uuid = host.run("blkid -p -s UUID -o value %s", device).stdout.strip()
+    assert uuid
+    fstab = [line.split() for line in host.file("/etc/fstab").content_string.splitlines()]
+    entry = [fields for fields in fstab if fields and fields[0] == f"UUID={uuid}"]
+    assert entry == [[f"UUID={uuid}", "/var/lib/postgresql", "ext4", "noatime", "0", "2"]]
+    mount = host.mount_point("/var/lib/postgresql")
+    assert mount.exists
+    assert mount.device == device
+    assert mount.filesystem == "ext4"
+    assert "noatime" in mount.options
+
+
+def test_data_volume_is_used_for_writes(host):
+    # A file written under the data root lands on the volume, not on the container's root.
+    host.run("touch /var/lib/postgresql/.probe")
+    assert host.run("findmnt -no TARGET -T /var/lib/postgresql/.probe").stdout.strip() == "/var/lib/postgresql"
+    host.run("rm -f /var/lib/postgresql/.probe")
+
+
+def test_kernel_settings_are_persisted(host):
+    settings = dict(
+        line.replace(" ", "").split("=", 1)
+        for line in host.file("/etc/sysctl.d/60-hub-postgresql.conf").content_string.splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert settings == {
+        "vm.swappiness": "1",
+        "vm.dirty_background_bytes": "67108864",
+        "vm.dirty_bytes": "536870912",
+        "vm.overcommit_memory": "2",
+        "vm.overcommit_ratio": "90",
+    }
+    # Every name exists in this kernel, so `sysctl --system` at boot applies them all.
+    for name in settings:
+        assert host.file("/proc/sys/" + name.replace(".", "/")).exists, name
+
+
+def test_transparent_huge_pages_unit_is_enabled(host):
+    unit = host.file("/etc/systemd/system/hub-transparent-hugepages.service")
+    assert "echo never > /sys/kernel/mm/transparent_hugepage/enabled" in unit.content_string
+    assert host.service("hub-transparent-hugepages").is_enabled
+
+
+def test_time_zone_is_seoul(host):
+    assert host.file("/etc/localtime").linked_to == "/usr/share/zoneinfo/Asia/Seoul"
+    assert host.run("date +%Z").stdout.strip() == "KST"
+
+
+def test_time_sync_is_enabled(host):
+    assert host.service("systemd-timesyncd").is_enabled
+
+
+def test_locales_are_generated(host):
+    locales = host.run("locale -a").stdout.split()
+    assert "ko_KR.utf8" in locales
+    assert "en_US.utf8" in locales
+
+
+def test_firewall_is_loaded_with_default_drop(host):
+    assert host.service("nftables").is_enabled
+    ruleset = host.run("nft list table inet hub_filter")
+    assert ruleset.rc == 0, ruleset.stderr
+    text = ruleset.stdout
+    assert "policy drop" in text
+    assert "10.20.0.0/16" in text
+    assert "172.16.0.0/12" in text
+    assert "2001:db8::/32" in text
+    assert "tcp dport 5432 ip saddr @postgresql_v4 accept" in text
+    assert "tcp dport 22 ip saddr @ssh_v4 accept" in text

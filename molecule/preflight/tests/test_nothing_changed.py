@@ -1,0 +1,22 @@
+"""After every refused input, the host is as it was: no package, file or mount of the roles."""
+
+
+def test_foreign_file_system_is_untouched(host):
+    device = host.ansible.get_variables()["hub_test_data_device"]
+    probe = host.run("blkid -p -o export %s", device).stdout.splitlines()
+    assert "TYPE=ext4" in probe
+    assert "LABEL=foreign_data" in probe
+    assert not host.mount_point("/var/lib/postgresql").exists
+
+
+def test_no_package_of_the_roles_was_installed(host):
+    for name in ["nftables", "postgresql-common", "locales", "systemd-timesyncd"]:
+        assert not host.package(name).is_installed, name
+
+
+def test_no_configuration_was_written(host):
+    assert "/var/lib/postgresql" not in host.file("/etc/fstab").content_string
+    assert not host.file("/etc/sysctl.d/60-hub-postgresql.conf").exists
+    assert not host.file("/etc/postgresql-common/createcluster.conf").exists
+    assert not host.file("/etc/systemd/system/hub-transparent-hugepages.service").exists
+    assert host.file("/etc/timezone").exists is False or "Asia/Seoul" not in host.file("/etc/timezone").content_string
