@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The local lab: systemd containers that stand in for the inventory's hosts.
+#   scripts/lab.sh up | down | shell | psql | summary
+# `up` starts what is missing (reusing what exists), attaches a loop device as hub_db's data
+# disk, runs site.yml against inventories/lab and prints what was provisioned.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+lab="$root/.lab"
+disk="$lab/hub-db-data.img"
+db=hub-lab-db
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+# name:debian-release for each lab host.
+hosts=("$db:13" "hub-lab-offsite:12")
+
+log() { printf '==> %s\n' "$*"; }
+
+systemd_flags=(
+  --cap-add SYS_ADMIN --cap-add NET_ADMIN
+  --security-opt seccomp=unconfined
+  --cgroupns=host -v /sys/fs/cgroup:/sys/fs/cgroup:rw
+  --tmpfs /run --tmpfs /run/lock
+)
+
+data_device() {
+  [ -f "$disk" ] && $SUDO losetup -j "$disk" -O NAME -n 2>/dev/null | head -n 1 || true
+}
+
+attach_disk() {
+  local device
+  device="$(data_device)"
+  if [ -z "$device" ]; then
+    mkdir -p "$lab"
+    [ -f "$disk" ] || truncate -s 4G "$disk"
+    device="$($SUDO losetup -f --show "$disk" 2>/dev/null || true)"
+  fi
+  echo "$device"
+}
+
+start_host() {
+  local name="$1" release="$2" device="$3"
+  local state
+  state="$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null || true)"
+  if [ "$state" = running ]; then
+    log "$name is running (Debian $release), reusing it"
+    return
+  fi
+  if [ -n "$state" ]; then
+    log "$name exists but is $state: starting it"
+    docker start "$name" >/dev/null && return
+    log "$name does not start (its data disk may be gone): recreating it"
+    docker rm -f "$name" >/dev/null
+  fi
+  local extra=()
+  [ -n "$device" ] && extra+=(--device "$device:$device")
+  log "starting $name from hub-systemd:debian$release"
+  docker run -d --name "$name" --hostname "$name" "${systemd_flags[@]}" "${extra[@]}" \
+    "hub-systemd:debian$release" /lib/systemd/systemd >/dev/null
+  for _ in $(seq 1 30); do
+    docker exec "$name" systemctl is-system-running 2>/dev/null | grep -qE 'running|degraded' && return
+    sleep 1
+  done
+}
+
+q() { docker exec "$db" sudo -u postgres psql -XAtq -d hub -c "$1"; }
+
+summary() {
+  local version data_dir
+  version="$(q 'SHOW server_version')"
+  data_dir="$(q 'SHOW data_directory')"
+  cat <<SUMMARY
+
+Provisioned lab (inventories/lab):
+  hub_db          $db (Debian $(docker exec "$db" cat /etc/debian_version))
+  backup_offsite  hub-lab-offsite (Debian $(docker exec hub-lab-offsite cat /etc/debian_version))
+
+PostgreSQL $version
+  data directory  $data_dir
+  on volume       $(docker exec "$db" findmnt -no SOURCE,FSTYPE,OPTIONS -T "$data_dir" | tr -s ' ')
+  checksums       $(q 'SHOW data_checksums')
+  compression     toast=$(q 'SHOW default_toast_compression') wal=$(q 'SHOW wal_compression')
+  memory          shared_buffers=$(q 'SHOW shared_buffers') effective_cache_size=$(q 'SHOW effective_cache_size') work_mem=$(q 'SHOW work_mem')
+  listens on      $(q 'SHOW listen_addresses'):$(q 'SHOW port') (TLS $(q 'SHOW ssl'), $(q 'SHOW password_encryption'))
+  roles           $(q "SELECT string_agg(rolname, ', ' ORDER BY rolname) FROM pg_roles WHERE rolname LIKE 'hub\\_%'")
+  time zone       $(docker exec "$db" date +'%Z (%z)')
+
+Schedule (/etc/cron.d on $db):
+$(docker exec "$db" sh -c 'grep -hv "^#" /etc/cron.d/hub* 2>/dev/null | grep . | sed "s/^/  /"' || true)$(docker exec "$db" sh -c 'ls /etc/cron.d/hub* >/dev/null 2>&1' || echo "  (no scheduled jobs installed yet)")
+
+Reach it:
+  make lab-shell   a shell on $db
+  make lab-psql    psql on the hub database as postgres
+  passwords of the hub's roles: .lab/secrets/ (generated, git-ignored)
+  make lab-down    remove the lab
+SUMMARY
+}
+
+case "${1:-}" in
+  up)
+    start=$(date +%s)
+    device="$(attach_disk)"
+    if [ -n "$device" ]; then
+      log "hub_db's data disk: $device (backed by $disk)"
+    else
+      log "no loop device could be attached: hub_db keeps its data in a directory"
+    fi
+    for entry in "${hosts[@]}"; do
+      start_host "${entry%%:*}" "${entry##*:}" "$([ "${entry%%:*}" = "$db" ] && echo "$device")"
+    done
+    log "running site.yml against inventories/lab"
+    cd "$root"
+    HUB_LAB_DATA_DEVICE="$device" ansible-playbook site.yml -i inventories/lab
+    summary
+    log "make lab took $(( $(date +%s) - start )) s"
+    ;;
+  down)
+    for entry in "${hosts[@]}"; do
+      docker rm -f "${entry%%:*}" >/dev/null 2>&1 && log "removed ${entry%%:*}" || true
+    done
+    device="$(data_device)"
+    [ -n "$device" ] && $SUDO losetup -d "$device" && log "detached $device"
+    rm -f "$disk"
+    ;;
+  shell) exec docker exec -it "$db" bash -l ;;
+  psql) exec docker exec -it "$db" sudo -u postgres psql -d hub ;;
+  summary) summary ;;
+  *) echo "usage: $0 up|down|shell|psql|summary" >&2; exit 2 ;;
+esac
