@@ -14,22 +14,25 @@ state="$root/.cache/molecule-disks"
 mkdir -p "$state"
 image="$state/${scenario}-d${release}.img"
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
 log() { printf '==> [%s on Debian %s] %s\n' "$scenario" "$release" "$*"; }
 
 cleanup() {
   if [ -n "${device:-}" ] && [ "$action" != converge ]; then
-    losetup -d "$device" 2>/dev/null || true
+    $SUDO losetup -d "$device" 2>/dev/null || true
     rm -f "$image"
   fi
 }
 trap cleanup EXIT
 
 # Reuse the device of an earlier converge of the same scenario, if it is still attached.
-device="$(losetup -j "$image" -O NAME -n 2>/dev/null | head -n 1 || true)"
+device="$($SUDO losetup -j "$image" -O NAME -n 2>/dev/null | head -n 1 || true)"
 if [ -z "$device" ]; then
   rm -f "$image"
   truncate -s 1G "$image"
-  device="$(losetup -f --show "$image")"
+  device="$($SUDO losetup -f --show "$image")"
 fi
 log "data disk: $device (1 GiB, backed by $image)"
 
