@@ -25,12 +25,16 @@ def secret(name: str) -> str:
     return (SECRETS / name).read_text().split()[0]
 
 
-def psql(host, sql: str, db: str = "hub", check: bool = True):
-    """Run SQL as the postgres OS user over the local socket; return stdout (stripped)."""
+def psql(host, sql, db: str = "hub", check: bool = True):
+    """Run SQL as the postgres OS user over the local socket; return stdout (stripped).
+
+    `sql` is one statement, or a list of statements run in order in one session (one -c each),
+    e.g. ["BEGIN", "SET ROLE hub_app", "INSERT ...", "SELECT ...", "ROLLBACK"].
+    """
+    statements = [sql] if isinstance(sql, str) else list(sql)
     cmd = host.run(
-        "sudo -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d %s -c %s",
-        db,
-        sql,
+        "sudo -u postgres psql -XAtq -v ON_ERROR_STOP=1 -d " + shlex.quote(db)
+        + "".join(" -c " + shlex.quote(statement) for statement in statements)
     )
     if check:
         assert cmd.rc == 0, f"psql failed: {cmd.stderr}"

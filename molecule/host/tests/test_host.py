@@ -82,5 +82,6 @@ def test_firewall_is_loaded_with_default_drop(host):
     assert "10.20.0.0/16" in text
     assert "172.16.0.0/12" in text
     assert "2001:db8::/32" in text
+    assert "10.9.8.7" in text  # a single administrator's address (/32) is a network too
     assert "tcp dport 5432 ip saddr @postgresql_v4 accept" in text
     assert "tcp dport 22 ip saddr @ssh_v4 accept" in text

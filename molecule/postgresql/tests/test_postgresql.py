@@ -81,6 +81,16 @@ def test_passwords_are_stored_as_scram(host):
     assert rows == [f"{role} SCRAM-SHA-256$" for role in LOGIN_ROLES]
 
 
+def test_role_passwords_reach_neither_statistics_nor_the_log(host, version):
+    # pg_monitor members read pg_stat_statements; a CREATE/ALTER ROLE ... PASSWORD recorded there
+    # would hand them every login role's password.
+    # (PostgreSQL 16+ replaces the literal with $1, 15 keeps it: neither may be recorded at all.)
+    recorded = psql(host, "SELECT count(*) FROM pg_stat_statements WHERE query ~* '(create|alter) (role|user) .* password'")
+    assert recorded == "0"
+    log = host.run("grep -ci \"password '\" /var/log/postgresql/postgresql-%s-main.log", version)
+    assert log.stdout.strip() == "0"
+
+
 def test_hba_has_no_trust_md5_or_password_rule(host):
     methods = psql(host, "SELECT DISTINCT auth_method FROM pg_hba_file_rules ORDER BY 1", db="postgres")
     assert set(methods.splitlines()) == {"peer", "reject", "scram-sha-256"}
