@@ -7,7 +7,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 RELEASES ?= 12 13
-SCENARIOS ?= preflight host postgresql
+SCENARIOS ?= preflight host postgresql hub_schema
 
 .PHONY: help venv engine images lab lab-down lab-shell lab-psql lint test-python molecule test
 
