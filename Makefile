@@ -6,8 +6,10 @@ SHELL := /bin/bash
 
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# No __pycache__ in hubctl/, which the maintenance role copies to the hosts as it is.
+export PYTHONDONTWRITEBYTECODE := 1
 RELEASES ?= 12 13
-SCENARIOS ?= preflight host postgresql hub_schema
+SCENARIOS ?= preflight host postgresql site
 
 .PHONY: help venv engine images lab lab-down lab-shell lab-psql lint test-python molecule test
 

@@ -1,0 +1,7 @@
+"""Entry point: python3 -m hubctl ..."""
+
+import sys
+
+from hubctl.cli import main
+
+sys.exit(main())

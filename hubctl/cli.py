@@ -1,0 +1,143 @@
+"""Command line: hubctl [--config PATH] [--dry-run] [--today YYYY-MM-DD] COMMAND ...
+
+Commands are registered in COMMANDS. A mutating command (a "job") gives a body that runs
+inside jobs.run_job (lock, run record, log lines, alert); a read-only command gives run().
+Archive and cold export are added the same way: a module with a body, and an entry here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import sys
+from typing import Callable
+
+from hubctl import __version__, daily, jobs, partitions, stats, status
+from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
+from hubctl.dates import parse_date, resolve_stats_days
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda p: None
+    # Checks the arguments once today is known; raises ValueError (exit 2, nothing done).
+    validate: Callable[[argparse.Namespace, _dt.date], None] = lambda a, t: None
+    # A job: returns the body run under jobs.run_job.
+    body: Callable[[argparse.Namespace], Callable[[jobs.Job], None]] | None = None
+    # A read-only command: returns the exit code itself.
+    run: Callable[[argparse.Namespace, object, _dt.date], int] | None = None
+
+
+def _date_arg(text: str) -> _dt.date:
+    try:
+        return parse_date(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- commands
+
+def _stats_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--date", type=_date_arg, metavar="YYYY-MM-DD",
+                   help="roll up this day (default: yesterday)")
+    p.add_argument("--from", dest="date_from", type=_date_arg, metavar="YYYY-MM-DD",
+                   help="first day of a backfill range (with --to)")
+    p.add_argument("--to", dest="date_to", type=_date_arg, metavar="YYYY-MM-DD",
+                   help="last day of a backfill range (with --from)")
+
+
+def _stats_validate(args: argparse.Namespace, today: _dt.date) -> None:
+    args.days = resolve_stats_days(today, args.date, args.date_from, args.date_to)
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def _status_run(args: argparse.Namespace, cfg, today: _dt.date) -> int:
+    log = jobs.Logger("status")
+    try:
+        data = status.collect(cfg, today)
+    except Exception as exc:  # noqa: BLE001
+        from hubctl.db import describe_error
+        log.line("status", outcome=jobs.FAILED, error=describe_error(exc)[0])
+        return jobs.EXIT_FAILED
+    print(status.to_json(data) if args.json else status.to_text(data), flush=True)
+    return jobs.EXIT_OK
+
+
+COMMANDS = {c.name: c for c in (
+    Command("partitions", "make sure every live table has its monthly partitions; "
+            "report rows in default partitions",
+            body=lambda args: partitions.run),
+    Command("stats", "roll up v1_hub_work_allocations into v1_hub_daily_stats "
+            "(--date D, or --from D --to D; default yesterday)",
+            add_arguments=_stats_args, validate=_stats_validate,
+            body=lambda args: (lambda job: stats.rollup(job, args.days))),
+    Command("daily", "the 03:00 job: partitions, then yesterday's stats",
+            body=lambda args: daily.run),
+    Command("status", "show last runs, default-partition rows, partitions ahead, latest "
+            "stats (read-only)", add_arguments=_status_args, run=_status_run),
+)}
+
+
+# --------------------------------------------------------------------------- parser
+
+def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
+    d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+    p.add_argument("--config", metavar="PATH", default=d(DEFAULT_CONFIG),
+                   help=f"configuration file (default {DEFAULT_CONFIG})")
+    p.add_argument("--dry-run", action="store_true", default=d(False),
+                   help="connect and report what each step would do; change nothing")
+    p.add_argument("--today", type=_date_arg, metavar="YYYY-MM-DD", default=d(None),
+                   help="act as if today were this date (tests)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hubctl", description="Maintenance jobs of the hub database.",
+        epilog="exit codes: 0 ok, 1 failed, 2 bad usage, 3 attention (e.g. rows in a default "
+               "partition), 75 busy (another job holds the lock), 78 configuration error")
+    parser.add_argument("--version", action="version", version=f"hubctl {__version__}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        # The global options are also accepted after the command.
+        _global_options(p, suppress=True)
+        cmd.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)          # exits 2 on bad input
+    today = args.today or _dt.date.today()
+    cmd = COMMANDS[args.command]
+    try:
+        cmd.validate(args, today)
+    except ValueError as exc:
+        parser.exit(jobs.EXIT_USAGE, f"{parser.prog} {cmd.name}: error: {exc}\n")
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        if cmd.body is not None:
+            log = jobs.Logger(cmd.name)
+            log.line("config", path=args.config, outcome=jobs.FAILED, error=str(exc))
+            if exc.alert_command and not args.dry_run:
+                jobs.run_alert_command(
+                    exc.alert_command, log, cmd.name, jobs.FAILED,
+                    f"hubctl {cmd.name}: failed (configuration error), nothing done\n"
+                    f"today: {today.isoformat()}\n{exc}\n")
+        else:
+            print(f"hubctl: {exc}", file=sys.stderr)
+        return jobs.EXIT_CONFIG
+
+    if cmd.run is not None:
+        return cmd.run(args, cfg, today)
+    return jobs.run_job(cmd.name, cfg, today, args.dry_run, cmd.body(args), argv=argv)

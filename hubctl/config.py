@@ -1,0 +1,268 @@
+"""The configuration file (INI) and the checks that make a bad one fail clearly.
+
+    [database]          libpq connection options; the password comes ONLY from passfile
+    host = 127.0.0.1
+    port = 5432
+    dbname = hub
+    user = hub_maint
+    sslmode = require
+    passfile = /etc/hub/hubctl.pgpass
+
+    [jobs]
+    lock_dir = /run/lock/hub               (default)
+    alert_command = /usr/local/bin/hub-alert   (optional; run through /bin/sh)
+    lock_timeout = 5s                      (default; SET lock_timeout for maintenance)
+
+Later subcommands (archive, cold export) add their own sections to SECTIONS below.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import re
+import stat
+
+DEFAULT_CONFIG = "/etc/hub/hubctl.conf"
+DEFAULT_LOCK_DIR = "/run/lock/hub"
+DEFAULT_LOCK_TIMEOUT = "5s"
+DEFAULT_PORT = 5432
+DEFAULT_SSLMODE = "require"
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# libpq options accepted in [database]; 'password' is refused on purpose.
+DATABASE_REQUIRED = ("host", "dbname", "user", "passfile")
+DATABASE_OPTIONAL = ("port", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
+JOBS_KEYS = ("lock_dir", "alert_command", "lock_timeout")
+# Section name -> allowed keys. An archive/cold section is added here when those commands are.
+SECTIONS = {
+    "database": DATABASE_REQUIRED + DATABASE_OPTIONAL,
+    "jobs": JOBS_KEYS,
+}
+
+_LOCK_TIMEOUT_RE = re.compile(r"^(\d+)\s*(us|ms|s|min|h|d)?$")
+# Unix-socket directories libpq treats as "localhost" when matching a passfile line.
+_DEFAULT_SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message says what to fix.
+
+    alert_command is set when the [jobs] section could be read, so the caller can still alert.
+    """
+
+    def __init__(self, message: str, alert_command: str | None = None):
+        super().__init__(message)
+        self.alert_command = alert_command
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseConfig:
+    host: str
+    port: int
+    dbname: str
+    user: str
+    sslmode: str
+    passfile: str
+    extra: tuple = ()  # (key, value) pairs of the optional libpq options
+
+    def connect_kwargs(self, application_name: str) -> dict:
+        """Keyword arguments for psycopg2.connect (never a password)."""
+        kwargs = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "user": self.user,
+            "sslmode": self.sslmode,
+            "passfile": self.passfile,
+            "application_name": application_name,
+            "connect_timeout": 10,
+        }
+        kwargs.update(dict(self.extra))
+        return kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class JobsConfig:
+    lock_dir: str = DEFAULT_LOCK_DIR
+    alert_command: str | None = None
+    lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    path: str
+    database: DatabaseConfig
+    jobs: JobsConfig
+
+
+def load_config(path: str = DEFAULT_CONFIG, check_passfile: bool = True) -> Config:
+    """Read and check the configuration; raise ConfigError with a clear message."""
+    parser = configparser.ConfigParser(interpolation=None, strict=True,
+                                       default_section="__no_defaults__")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            parser.read_file(fh, source=path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read config file {path}: permission denied") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        msg = " ".join(str(exc).split())
+        raise ConfigError(f"config file {path} is not valid INI: {msg}") from None
+
+    for section in parser.sections():
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{section}] "
+                              f"(known: {', '.join('[' + s + ']' for s in SECTIONS)})")
+        for key in parser[section]:
+            if section == "database" and key == "password":
+                raise ConfigError(f"{path}: [database] password is not accepted: the password "
+                                  "comes only from the passfile")
+            if key not in SECTIONS[section]:
+                raise ConfigError(f"{path}: unknown option {key!r} in [{section}] "
+                                  f"(known: {', '.join(SECTIONS[section])})")
+
+    jobs = _jobs_section(path, parser)
+    try:
+        database = _database_section(path, parser)
+        if check_passfile:
+            check_passfile_usable(database)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), alert_command=jobs.alert_command) from None
+    return Config(path=path, database=database, jobs=jobs)
+
+
+def _jobs_section(path: str, parser: configparser.ConfigParser) -> JobsConfig:
+    sec = parser["jobs"] if parser.has_section("jobs") else {}
+    lock_dir = (sec.get("lock_dir") or DEFAULT_LOCK_DIR).strip()
+    if not os.path.isabs(lock_dir):
+        raise ConfigError(f"{path}: [jobs] lock_dir must be an absolute path, got {lock_dir!r}")
+    alert = (sec.get("alert_command") or "").strip() or None
+    lock_timeout = (sec.get("lock_timeout") or DEFAULT_LOCK_TIMEOUT).strip()
+    m = _LOCK_TIMEOUT_RE.match(lock_timeout)
+    if not m:
+        raise ConfigError(f"{path}: [jobs] lock_timeout {lock_timeout!r} is not a duration "
+                          "such as 5s, 500ms or 1min", alert_command=alert)
+    if int(m.group(1)) == 0:
+        raise ConfigError(f"{path}: [jobs] lock_timeout must be greater than 0 (0 would wait "
+                          "forever behind the application)", alert_command=alert)
+    return JobsConfig(lock_dir=lock_dir, alert_command=alert, lock_timeout=lock_timeout)
+
+
+def _database_section(path: str, parser: configparser.ConfigParser) -> DatabaseConfig:
+    if not parser.has_section("database"):
+        raise ConfigError(f"{path}: section [database] is missing")
+    sec = parser["database"]
+    values = {}
+    for key in DATABASE_REQUIRED:
+        value = (sec.get(key) or "").strip()
+        if not value:
+            raise ConfigError(f"{path}: [database] {key} is required")
+        values[key] = value
+    port_text = (sec.get("port") or str(DEFAULT_PORT)).strip()
+    try:
+        port = int(port_text)
+        if not 0 < port < 65536:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{path}: [database] port {port_text!r} is not a port number") from None
+    sslmode = (sec.get("sslmode") or DEFAULT_SSLMODE).strip()
+    if sslmode not in SSLMODES:
+        raise ConfigError(f"{path}: [database] sslmode {sslmode!r} is not one of "
+                          f"{', '.join(SSLMODES)}")
+    if not os.path.isabs(values["passfile"]):
+        raise ConfigError(f"{path}: [database] passfile must be an absolute path, "
+                          f"got {values['passfile']!r}")
+    extra = tuple((k, sec[k].strip()) for k in ("sslrootcert", "sslcert", "sslkey",
+                                               "connect_timeout") if sec.get(k, "").strip())
+    return DatabaseConfig(host=values["host"], port=port, dbname=values["dbname"],
+                          user=values["user"], sslmode=sslmode, passfile=values["passfile"],
+                          extra=extra)
+
+
+def check_passfile_usable(db: DatabaseConfig) -> None:
+    """Fail clearly where libpq would fail obscurely ("no password supplied").
+
+    libpq ignores a passfile that is missing, not a regular file, or readable by group or
+    others; and it finds no password if no line matches host:port:dbname:user.
+    """
+    pf = db.passfile
+    try:
+        st = os.stat(pf)
+    except FileNotFoundError:
+        raise ConfigError(f"passfile {pf} does not exist (create it with mode 0600: "
+                          "host:port:dbname:user:password)") from None
+    except PermissionError:
+        raise ConfigError(f"cannot reach passfile {pf}: permission denied on its "
+                          "directory") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"passfile {pf} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ConfigError(f"passfile {pf} has mode {stat.S_IMODE(st.st_mode):04o}; libpq "
+                          "ignores a passfile readable by group or others: chmod 0600 it")
+    try:
+        with open(pf, encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+    except PermissionError:
+        raise ConfigError(f"cannot read passfile {pf} as uid {os.getuid()}: permission "
+                          "denied (it must be owned by the user running hubctl)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read passfile {pf}: {exc.strerror}") from None
+    if not pgpass_has_entry(text, db.host, db.port, db.dbname, db.user):
+        raise ConfigError(f"passfile {pf} has no line matching "
+                          f"{db.host}:{db.port}:{db.dbname}:{db.user}")
+
+
+def _split_pgpass_line(line: str) -> list[str]:
+    """Split a passfile line on unescaped ':' into fields (backslash escapes ':' and '\\')."""
+    fields, cur, i = [], [], 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            cur.append(line[i + 1])
+            i += 2
+            continue
+        if ch == ":" and len(fields) < 4:
+            fields.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    fields.append("".join(cur))
+    return fields
+
+
+def pgpass_has_entry(text: str, host: str, port: int | str, dbname: str, user: str) -> bool:
+    """Whether some line of a passfile would give libpq a password for these options.
+
+    Only the first four fields are compared (the password is never kept). A host list
+    (h1,h2) matches if any host does; a default socket directory also matches 'localhost'.
+    """
+    hosts = [h.strip() for h in host.split(",")] if host else [""]
+    wanted_hosts = set()
+    for h in hosts:
+        if not h or h in _DEFAULT_SOCKET_DIRS:
+            wanted_hosts.add("localhost")
+        wanted_hosts.add(h)
+    for raw in text.splitlines():
+        line = raw.rstrip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = _split_pgpass_line(line)
+        if len(fields) < 5:
+            continue
+        f_host, f_port, f_db, f_user = fields[:4]
+        if f_host != "*" and f_host not in wanted_hosts:
+            continue
+        if f_port != "*" and f_port != str(port):
+            continue
+        if f_db != "*" and f_db != dbname:
+            continue
+        if f_user != "*" and f_user != user:
+            continue
+        return True
+    return False

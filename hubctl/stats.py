@@ -1,0 +1,74 @@
+"""`hubctl stats`: the idempotent daily rollup of v1_hub_work_allocations.
+
+One row per day in v1_hub_daily_stats, written with INSERT ... ON CONFLICT (stat_date) DO
+UPDATE, one transaction and one log line per day. The day's rows are read from the live
+table and from v1_hub_work_allocations_archive (UNION ALL; a month is in exactly one of
+them), so a rerun for an archived month still works. A day without rows gets a row of zeros
+with a NULL average. created_at is set again on each rewrite: it says when the numbers were
+computed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from hubctl import db
+from hubctl.jobs import DRY_RUN, Job
+
+_DAY_ROWS = """
+    SELECT status, execution_time_ms, client_id, keyword
+    FROM public.v1_hub_work_allocations WHERE work_date = %(day)s
+    UNION ALL
+    SELECT status, execution_time_ms, client_id, keyword
+    FROM public.v1_hub_work_allocations_archive WHERE work_date = %(day)s
+"""
+
+_AGGREGATE = f"""
+    SELECT %(day)s::date                                                     AS stat_date,
+           count(*)                                                          AS total_allocations,
+           count(*) FILTER (WHERE status = 'completed')                      AS completed_count,
+           count(*) FILTER (WHERE status = 'expired')                        AS expired_count,
+           round(avg(execution_time_ms) FILTER (WHERE status = 'completed'))::integer
+                                                                             AS avg_execution_time_ms,
+           count(DISTINCT client_id)::integer                                AS unique_clients,
+           count(DISTINCT keyword)::integer                                  AS unique_keywords
+    FROM ({_DAY_ROWS}) AS a
+"""
+
+_COLUMNS = ("total_allocations", "completed_count", "expired_count", "avg_execution_time_ms",
+            "unique_clients", "unique_keywords")
+
+UPSERT = f"""
+    INSERT INTO public.v1_hub_daily_stats AS s
+        (stat_date, {", ".join(_COLUMNS)})
+    {_AGGREGATE}
+    ON CONFLICT (stat_date) DO UPDATE SET
+        {", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS)},
+        created_at = DEFAULT
+    RETURNING {", ".join(_COLUMNS)}
+"""
+
+PREVIEW = f"SELECT {', '.join(_COLUMNS)} FROM ({_AGGREGATE}) AS p"
+
+# Short names for the log line, in column order.
+_LOG_NAMES = ("total", "completed", "expired", "avg_ms", "clients", "keywords")
+
+
+def rollup(job: Job, days: list[_dt.date]) -> None:
+    """One step (and one transaction) per day."""
+    conn = job.conn
+    for day in days:
+        with job.step("stats", date=day) as st:
+            with db.transaction(conn) as cur:
+                cur.execute(PREVIEW if job.dry_run else UPSERT, {"day": day})
+                values = cur.fetchone()
+            st.set(**dict(zip(_LOG_NAMES, values)))
+            if job.dry_run:
+                st.rows = 0
+                st.outcome = DRY_RUN
+            else:
+                st.rows = 1
+
+
+def yesterday(job: Job) -> None:
+    rollup(job, [job.today - _dt.timedelta(days=1)])

@@ -1,0 +1,126 @@
+"""The scheduled maintenance as the operator checks it: cron, hubctl, its effects, its alerts."""
+
+import datetime
+import json
+
+from conftest import psql, secret
+
+HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
+ALERTS = "/var/log/hub/alerts.log"
+
+
+def alerts(host) -> str:
+    return host.file(ALERTS).content_string if host.file(ALERTS).exists else ""
+
+
+def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
+    cron = host.file("/etc/cron.d/hub-maintenance")
+    assert cron.user == "root" and cron.mode == 0o644
+    lines = [line.split(None, 6) for line in cron.content_string.splitlines() if line and not line.startswith("#")]
+    jobs = {fields[6].split()[1]: fields for fields in lines}
+    assert jobs["daily"][:6] == ["0", "3", "*", "*", "*", "hubmaint"]
+    assert jobs["partitions"][:6] == ["0", "2", "1", "*", "*", "hubmaint"]
+    assert jobs["daily"][6] == "/usr/local/bin/hubctl daily >> /var/log/hub/daily.log 2>&1"
+    assert host.service("cron").is_running and host.service("cron").is_enabled
+
+
+def test_the_schedule_is_in_seoul_time(host):
+    assert host.run("date +%Z").stdout.strip() == "KST"
+
+
+def test_hubctl_status_answers(host):
+    result = host.run(f"{HUBCTL} status --json")
+    assert result.rc == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status  # a report, not an empty answer
+
+
+def test_password_stays_in_the_password_file(host):
+    pgpass = host.file("/etc/hub/pgpass")
+    assert pgpass.user == "hubmaint" and pgpass.mode == 0o600
+    config = host.file("/etc/hub/hubctl.conf")
+    assert config.mode == 0o640 and config.group == "hubmaint"
+    assert secret("hub_maint") not in config.content_string
+    assert secret("hub_maint") not in host.file("/etc/cron.d/hub-maintenance").content_string
+
+
+def test_logs_are_rotated(host):
+    check = host.run("logrotate --debug /etc/logrotate.d/hub")
+    assert check.rc == 0, check.stderr
+    assert "/var/log/hub/*.log" in host.file("/etc/logrotate.d/hub").content_string
+    assert host.file("/var/log/hub").user == "hubmaint"
+
+
+def test_daily_job_runs_and_leaves_a_run_record(host):
+    result = host.run(f"{HUBCTL} daily")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "job=daily" in result.stdout
+    last = psql(host, "SELECT outcome FROM hub_job_runs WHERE job = 'daily' ORDER BY id DESC LIMIT 1")
+    assert last == "ok"
+
+
+def test_stats_rollup_counts_a_day_and_is_idempotent(host):
+    day = (datetime.date.today() - datetime.timedelta(days=2)).isoformat()
+    psql(
+        host,
+        [
+            "SET ROLE hub_app",
+            "INSERT INTO v1_hub_work_allocations (work_date, client_id, keyword, status, execution_time_ms) VALUES "
+            f"('{day}', 'c1', 'k1', 'completed', 100), ('{day}', 'c1', 'k2', 'completed', 200), "
+            f"('{day}', 'c2', 'k3', 'expired', NULL)",
+        ],
+    )
+    try:
+        for _ in range(2):
+            result = host.run(f"{HUBCTL} stats --date {day}")
+            assert result.rc == 0, result.stdout + result.stderr
+        row = psql(
+            host,
+            "SELECT concat_ws(' ', count(*) OVER (), total_allocations, completed_count, expired_count, "
+            f"avg_execution_time_ms, unique_clients, unique_keywords) FROM v1_hub_daily_stats WHERE stat_date = '{day}'",
+        )
+        assert row == "1 3 2 1 150 2 3"
+    finally:
+        psql(host, f"DELETE FROM v1_hub_work_allocations WHERE work_date = '{day}'")
+        psql(host, f"DELETE FROM v1_hub_daily_stats WHERE stat_date = '{day}'")
+
+
+def test_partitions_follow_a_moved_today(host):
+    later = datetime.date.today() + datetime.timedelta(days=200)
+    result = host.run(f"{HUBCTL} partitions --today {later.isoformat()}")
+    assert result.rc == 0, result.stdout + result.stderr
+    target = (later + datetime.timedelta(days=92)).isoformat()
+    out = psql(
+        host,
+        [
+            "BEGIN",
+            "SET ROLE hub_app",
+            f"INSERT INTO v1_hub_work_allocations (work_date, client_id, keyword) VALUES ('{target}', 'c', 'k')",
+            f"SELECT tableoid::regclass FROM v1_hub_work_allocations WHERE work_date = '{target}'",
+            "ROLLBACK",
+        ],
+    )
+    assert out.splitlines()[-1] != "v1_hub_work_allocations_default"
+
+
+def test_a_second_run_is_refused_as_busy_and_alerted(host):
+    before = alerts(host)
+    # Hold the jobs' lock, as a running job would, and start another job meanwhile.
+    result = host.run(f"flock --nonblock /run/lock/hub/hubctl.lock {HUBCTL} daily")
+    assert result.rc == 75, result.stdout + result.stderr
+    assert "busy" in result.stdout + result.stderr
+    assert psql(host, "SELECT outcome FROM hub_job_runs WHERE job = 'daily' ORDER BY id DESC LIMIT 1") == "busy"
+    assert len(alerts(host)) > len(before)
+
+
+def test_a_failed_job_alerts_at_once(host):
+    before = alerts(host)
+    service = host.run("systemctl list-units --plain --no-legend 'postgresql@*' | awk '{print $1}'").stdout.split()[0]
+    host.run(f"systemctl stop {service}")
+    try:
+        result = host.run(f"{HUBCTL} daily")
+        assert result.rc == 1, result.stdout + result.stderr
+    finally:
+        host.run(f"systemctl start {service}")
+    new = alerts(host)[len(before):]
+    assert "daily" in new
