@@ -13,7 +13,7 @@ import datetime as _dt
 import sys
 from typing import Callable
 
-from hubctl import __version__, daily, jobs, partitions, stats, status
+from hubctl import __version__, archive, daily, jobs, partitions, stats, status
 from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
 from hubctl.dates import parse_date, resolve_stats_days
 
@@ -77,7 +77,10 @@ COMMANDS = {c.name: c for c in (
             "(--date D, or --from D --to D; default yesterday)",
             add_arguments=_stats_args, validate=_stats_validate,
             body=lambda args: (lambda job: stats.rollup(job, args.days))),
-    Command("daily", "the 03:00 job: partitions, then yesterday's stats",
+    Command("archive", "move months older than archive_after_days (90) from the live tables to "
+            "their _archive tables (detach/attach, no copy), and late rows of archived months",
+            body=lambda args: archive.run),
+    Command("daily", "the 03:00 job: archive, partitions, then yesterday's stats",
             body=lambda args: daily.run),
     Command("status", "show last runs, default-partition rows, partitions ahead, latest "
             "stats (read-only)", add_arguments=_status_args, run=_status_run),

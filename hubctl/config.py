@@ -27,6 +27,8 @@ import stat
 DEFAULT_CONFIG = "/etc/hub/hubctl.conf"
 DEFAULT_LOCK_DIR = "/run/lock/hub"
 DEFAULT_LOCK_TIMEOUT = "5s"
+# Months whose whole range is older than this many days leave the live tables (the seed: 90).
+DEFAULT_ARCHIVE_AFTER_DAYS = 90
 DEFAULT_PORT = 5432
 DEFAULT_SSLMODE = "require"
 
@@ -34,7 +36,7 @@ SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # libpq options accepted in [database]; 'password' is refused on purpose.
 DATABASE_REQUIRED = ("host", "dbname", "user", "passfile")
 DATABASE_OPTIONAL = ("port", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
-JOBS_KEYS = ("lock_dir", "alert_command", "lock_timeout")
+JOBS_KEYS = ("lock_dir", "alert_command", "lock_timeout", "archive_after_days")
 # Section name -> allowed keys. An archive/cold section is added here when those commands are.
 SECTIONS = {
     "database": DATABASE_REQUIRED + DATABASE_OPTIONAL,
@@ -88,6 +90,7 @@ class JobsConfig:
     lock_dir: str = DEFAULT_LOCK_DIR
     alert_command: str | None = None
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT
+    archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +153,13 @@ def _jobs_section(path: str, parser: configparser.ConfigParser) -> JobsConfig:
     if int(m.group(1)) == 0:
         raise ConfigError(f"{path}: [jobs] lock_timeout must be greater than 0 (0 would wait "
                           "forever behind the application)", alert_command=alert)
-    return JobsConfig(lock_dir=lock_dir, alert_command=alert, lock_timeout=lock_timeout)
+    raw_days = (sec.get("archive_after_days") or str(DEFAULT_ARCHIVE_AFTER_DAYS)).strip()
+    if not raw_days.isdigit() or int(raw_days) < 31:
+        raise ConfigError(f"{path}: [jobs] archive_after_days must be a whole number of days, at "
+                          f"least 31 (a month must be over before it leaves), got {raw_days!r}",
+                          alert_command=alert)
+    return JobsConfig(lock_dir=lock_dir, alert_command=alert, lock_timeout=lock_timeout,
+                      archive_after_days=int(raw_days))
 
 
 def _database_section(path: str, parser: configparser.ConfigParser) -> DatabaseConfig:

@@ -1,22 +1,28 @@
 """`hubctl daily`: the 03:00 job, one run record for all its steps.
 
-Order: partition maintenance first (so a missed monthly run never breaks inserts), then the
-archive of months older than 90 days (to come), then yesterday's stats rollup. A step's
-database error is recorded and the next step still runs; the job then ends 'failed'.
+Order: the archive of months older than 90 days (and of late rows for archived months), then
+partition maintenance (so a missed monthly run never breaks inserts), then yesterday's stats. A step's
+failure is recorded and the next step still runs; the job then ends 'failed'.
 """
 
 from __future__ import annotations
 
-from hubctl import partitions, stats
-from hubctl.jobs import Job
+from hubctl import archive, partitions, stats
+from hubctl.jobs import Job, JobAbort
 
-# The steps of the daily job, in order. The archive step slots in after partitions:
-#     from hubctl import archive
-#     STEPS = (partitions.run, archive.run, stats.yesterday)
-# archive.run(job) takes the same Job (job.conn, job.step(...), job.today, job.dry_run).
-STEPS = (partitions.run, stats.yesterday)
+# The steps of the daily job, in order. The archive runs first so that late rows it moves out
+# of the default partitions are not reported by the partition step as stray.
+STEPS = (archive.run, partitions.run, stats.yesterday)
 
 
 def run(job: Job) -> None:
+    """Run every step even when one fails (a failed partition step must not cost yesterday's
+    stats); the job then ends failed with each step's error."""
+    errors = []
     for step in STEPS:
-        step(job)
+        try:
+            step(job)
+        except Exception as exc:  # noqa: BLE001 - recorded below; the next step still runs
+            errors.append(f"{step.__module__.rsplit('.', 1)[-1]}: {exc}")
+    if errors:
+        raise JobAbort("; ".join(errors))

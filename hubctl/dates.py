@@ -77,6 +77,6 @@ def resolve_stats_days(today: _dt.date, date: _dt.date | None = None,
         first = last = today - _dt.timedelta(days=1)
     if (last - first).days + 1 > MAX_RANGE_DAYS:
         raise ValueError(f"range {first}..{last} is longer than {MAX_RANGE_DAYS} days")
-    if last > today:
-        raise ValueError(f"{last} is after today ({today}): there is nothing to roll up yet")
+    if last >= today:
+        raise ValueError(f"{last} is not before today ({today}): a day is rolled up once it is over")
     return days(first, last)

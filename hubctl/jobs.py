@@ -45,7 +45,7 @@ EXIT_CONFIG = 78    # EX_CONFIG
 LOCK_NAME = "hubctl.lock"
 ALERT_TIMEOUT_S = 60
 
-# Step outcomes. 'attention' ends the job with exit 3 (recorded as 'ok' with detail.attention);
+# Step outcomes. 'attention' ends the job with exit 3, is recorded as such and alerted;
 # 'dry-run' is a step that would have changed something.
 OK, ATTENTION, FAILED, DRY_RUN = "ok", "attention", "failed", "dry-run"
 
@@ -445,7 +445,8 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
     try:
         try:
             run_id, stale = rec.start(base_detail)
-        except Exception as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - SIGTERM here must not escape unrecorded
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             err, sqlstate = db.describe_error(exc)
             log.line("start", outcome=FAILED, error=f"cannot record the run: {err}",
                      sqlstate=sqlstate)
@@ -454,6 +455,12 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
                        _alert_text(name, FAILED, today, None, f"cannot record the run: {err}"))
             return EXIT_FAILED
         log.line("start", run_id=run_id, today=today, closed_stale=stale or None, outcome=OK)
+        if stale:
+            # A run killed without a word (SIGKILL, OOM, reboot) is reported now, at the latest.
+            fire_alert(cfg, log, name, FAILED, _alert_text(
+                name, FAILED, today, run_id,
+                f"earlier run(s) {', '.join(map(str, stale))} ended without closing their "
+                "record (killed?); closed as failed"))
 
         error = sqlstate = None
         try:
@@ -483,7 +490,7 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
                 detail["sqlstate"] = sqlstate
         rows = job.rows()
         try:
-            rec.finish(FAILED if outcome == FAILED else OK, rows, detail)
+            rec.finish(outcome, rows, detail)
         except Exception as exc:  # noqa: BLE001
             note = f"the run record could not be closed: {db.describe_error(exc)[0]}"
             log.line("record", run_id=run_id, outcome=FAILED, error=note)
@@ -497,7 +504,12 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
         if outcome == FAILED:
             fire_alert(cfg, log, name, FAILED, _alert_text(name, FAILED, today, run_id, error))
             return EXIT_FAILED
-        return EXIT_ATTENTION if outcome == ATTENTION else EXIT_OK
+        if outcome == ATTENTION:
+            # Cron discards exit codes: rows stranded in a default partition must reach a person.
+            fire_alert(cfg, log, name, ATTENTION,
+                       _alert_text(name, ATTENTION, today, run_id, "; ".join(attention)[:1000]))
+            return EXIT_ATTENTION
+        return EXIT_OK
     finally:
         rec.close()
         job.close()

@@ -16,6 +16,8 @@ For each table registered in partman.part_config (the four live tables):
 
 from __future__ import annotations
 
+import time
+
 import dataclasses
 import datetime as _dt
 import re
@@ -188,67 +190,88 @@ def run(job: Job) -> None:
         check_default(job, t)
 
 
+# A table busy with the application makes the DDL wait at most lock_timeout, then fail; the
+# step is tried again after these pauses (seconds) before the job gives up and alerts.
+LOCK_RETRY_PAUSES = (2, 5, 10)
+LOCK_NOT_AVAILABLE = "55P03"
+
+
 def ensure_table(job: Job, t: LiveTable, major: int, partman_schema: str,
-                 version: str) -> None:
+                 version: str, pauses=LOCK_RETRY_PAUSES) -> None:
+    with job.step("partitions", table=t.name) as st:
+        for attempt in range(len(pauses) + 1):
+            try:
+                _ensure_table_once(job, st, t, major, partman_schema, version)
+                return
+            except Exception as exc:
+                if getattr(exc, "pgcode", None) != LOCK_NOT_AVAILABLE or attempt == len(pauses):
+                    raise
+                st.set(lock_retries=attempt + 1)
+                time.sleep(pauses[attempt])
+
+
+def _ensure_table_once(job: Job, st, t: LiveTable, major: int, partman_schema: str,
+                       version: str) -> None:
+    """Plan, create the missing months, run partman's maintenance; safe to repeat."""
     from psycopg2 import sql
     conn = job.conn
-    with job.step("partitions", table=t.name) as st:
+    with db.transaction(conn) as cur:
+        parts = read_partitions(cur, t.schema, t.name)
+        if parts is None:
+            raise JobAbort(f"{t.parent} is in partman.part_config but does not exist")
+        plan = plan_months(job.today, t.premake, parts.months, archived_months(cur, t))
+        in_default = default_rows_by_month(cur, t, parts.default)
+        blocked = [m for m in plan.missing if in_default.get(m)]
+        create = [m for m in plan.missing if m not in blocked]
+        if create and not job.dry_run:
+            args = [sql.SQL("p_parent_table => %s"),
+                    sql.SQL("p_partition_times => %s::date[]::timestamptz[]")]
+            if major == 4:
+                args.append(sql.SQL("p_analyze => false"))
+            cur.execute(sql.SQL("SELECT {}.create_partition_time({})").format(
+                sql.Identifier(partman_schema), sql.SQL(", ").join(args)),
+                (t.parent, [m.isoformat() for m in create]))
+    if not job.dry_run:
+        conn.notices.clear()
         with db.transaction(conn) as cur:
-            parts = read_partitions(cur, t.schema, t.name)
-            if parts is None:
-                raise JobAbort(f"{t.parent} is in partman.part_config but does not exist")
-            plan = plan_months(job.today, t.premake, parts.months, archived_months(cur, t))
-            in_default = default_rows_by_month(cur, t, parts.default)
-            blocked = [m for m in plan.missing if in_default.get(m)]
-            create = [m for m in plan.missing if m not in blocked]
-            if create and not job.dry_run:
-                args = [sql.SQL("p_parent_table => %s"),
-                        sql.SQL("p_partition_times => %s::date[]::timestamptz[]")]
-                if major == 4:
-                    args.append(sql.SQL("p_analyze => false"))
-                cur.execute(sql.SQL("SELECT {}.create_partition_time({})").format(
-                    sql.Identifier(partman_schema), sql.SQL(", ").join(args)),
-                    (t.parent, [m.isoformat() for m in create]))
-        if not job.dry_run:
-            conn.notices.clear()
-            with db.transaction(conn) as cur:
-                cur.execute(sql.SQL("SELECT {}.run_maintenance(p_parent_table => %s, "
-                                    "p_analyze => false, p_jobmon => false)").format(
-                    sql.Identifier(partman_schema)), (t.parent,))
-            notices = [" ".join(n.split()) for n in conn.notices]
-            if notices:
-                st.set(notices=notices[-3:])
-            with db.transaction(conn) as cur:
-                after = read_partitions(cur, t.schema, t.name).months
-        else:
-            after = set(parts.months) | set(create)
+            cur.execute(sql.SQL("SELECT {}.run_maintenance(p_parent_table => %s, "
+                                "p_analyze => false, p_jobmon => false)").format(
+                sql.Identifier(partman_schema)), (t.parent,))
+        notices = [" ".join(n.split()) for n in conn.notices]
+        if notices:
+            st.set(notices=notices[-3:])
+        with db.transaction(conn) as cur:
+            after = read_partitions(cur, t.schema, t.name).months
+    else:
+        after = set(parts.months) | set(create)
 
-        made = sorted(set(after) - set(parts.months))
-        st.set(**{("would_create" if job.dry_run else "created"): len(create if job.dry_run
-                                                                         else made)})
-        if create or made:
-            st.set(months=[month_label(m) for m in (create if job.dry_run else made)])
-        if plan.archived:
-            st.set(archived=[month_label(m) for m in plan.archived])
-        ahead = months_ahead(job.today, after)
-        st.set(ahead=ahead, first=month_label(min(after)) if after else None,
-               last=month_label(max(after)) if after else None, partman=version)
-        if blocked:
-            st.set(blocked=[month_label(m) for m in blocked])
-            st.need_attention(f"{t.name}: no partition made for "
-                              f"{', '.join(month_label(m) for m in blocked)}: the default "
-                              "partition holds rows of that month")
-        still_missing = [m for m in plan.missing if m not in after and m not in blocked]
-        if still_missing and not job.dry_run:
-            st.need_attention(f"{t.name}: months still without a partition: "
-                              f"{', '.join(month_label(m) for m in still_missing)}")
-        if ahead < MIN_AHEAD and not blocked and not job.dry_run:
-            st.need_attention(f"{t.name}: only {ahead} months ahead of {job.today} "
-                              f"(want {MIN_AHEAD})")
-        if job.dry_run:
-            st.set(maintenance="skipped")
-            if st.outcome != ATTENTION:
-                st.outcome = DRY_RUN
+    made = sorted(set(after) - set(parts.months))
+    st.rows = 0 if job.dry_run else len(made)
+    st.set(**{("would_create" if job.dry_run else "created"): len(create if job.dry_run
+                                                                     else made)})
+    if create or made:
+        st.set(months=[month_label(m) for m in (create if job.dry_run else made)])
+    if plan.archived:
+        st.set(archived=[month_label(m) for m in plan.archived])
+    ahead = months_ahead(job.today, after)
+    st.set(ahead=ahead, first=month_label(min(after)) if after else None,
+           last=month_label(max(after)) if after else None, partman=version)
+    if blocked:
+        st.set(blocked=[month_label(m) for m in blocked])
+        st.need_attention(f"{t.name}: no partition made for "
+                          f"{', '.join(month_label(m) for m in blocked)}: the default "
+                          "partition holds rows of that month")
+    still_missing = [m for m in plan.missing if m not in after and m not in blocked]
+    if still_missing and not job.dry_run:
+        st.need_attention(f"{t.name}: months still without a partition: "
+                          f"{', '.join(month_label(m) for m in still_missing)}")
+    if ahead < MIN_AHEAD and not blocked and not job.dry_run:
+        st.need_attention(f"{t.name}: only {ahead} months ahead of {job.today} "
+                          f"(want {MIN_AHEAD})")
+    if job.dry_run:
+        st.set(maintenance="skipped")
+        if st.outcome != ATTENTION:
+            st.outcome = DRY_RUN
 
 
 def check_default(job: Job, t: LiveTable) -> None:
@@ -259,14 +282,12 @@ def check_default(job: Job, t: LiveTable) -> None:
         with db.transaction(conn) as cur:
             parts = read_partitions(cur, t.schema, t.name)
             if parts is None or parts.default is None:
-                st.rows = 0
                 st.need_attention(f"{t.name} has no default partition")
                 return
             cur.execute(sql.SQL("SELECT count(*), min({col}), max({col}) FROM ONLY {tbl}").format(
                 col=sql.Identifier(t.control), tbl=sql.Identifier(t.schema, parts.default)))
             count, low, high = cur.fetchone()
-        st.set(partition=parts.default)
-        st.rows = count
+        st.set(partition=parts.default, default_rows=count)
         if count:
             st.set(min=low, max=high)
             st.need_attention(f"{parts.default} holds {count} rows ({t.control} {low} .. "

@@ -38,7 +38,7 @@ def collect(cfg: Config, today: _dt.date, connect=db.connect) -> dict:
             # A 'busy' or 'running' last run hides the last one that did its work.
             cur.execute("""
                 SELECT DISTINCT ON (job) job, id, started_at, finished_at, outcome, rows
-                FROM public.hub_job_runs WHERE outcome IN ('ok', 'failed')
+                FROM public.hub_job_runs WHERE outcome IN ('ok', 'attention', 'failed')
                 ORDER BY job, started_at DESC, id DESC""")
             for job, rid, started, finished, outcome, rows in cur.fetchall():
                 if jobs.get(job) and jobs[job]["id"] != rid:
@@ -65,14 +65,14 @@ def collect(cfg: Config, today: _dt.date, connect=db.connect) -> dict:
                     "last_month": month_label(max(parts.months)) if parts.months else None,
                     "months_ahead": months_ahead(today, parts.months),
                 }
-            cur.execute("SELECT max(stat_date) FROM public.v1_hub_daily_stats")
-            latest = cur.fetchone()[0]
+            cur.execute("SELECT max(stat_date), bool_or(stat_date = %s) "
+                        "FROM public.v1_hub_daily_stats", (today - _dt.timedelta(days=1),))
+            latest, yesterday_done = cur.fetchone()
     finally:
         conn.close()
     return {"today": today, "partman": version, "jobs": jobs, "tables": tables,
             "stats": {"latest_date": latest,
-                      "yesterday_done": latest is not None
-                      and latest >= today - _dt.timedelta(days=1)},
+                      "yesterday_done": bool(yesterday_done)},
             "lock": {"dir": cfg.jobs.lock_dir, "held": lock_is_held(cfg.jobs.lock_dir)}}
 
 

@@ -47,7 +47,8 @@ def psql_as(host, user: str, sql: str, sslmode: str = "require", db: str = "hub"
     written on the controller and copied by path, so it is never on a command line."""
     local = SECRETS / f"pgpass-{user}"
     local.touch(mode=0o600)
-    local.write_text(f"127.0.0.1:*:*:{user}:{secret(user)}\n")
+    escaped = secret(user).replace("\\", "\\\\").replace(":", "\\:")  # libpq's pgpass escaping
+    local.write_text(f"127.0.0.1:*:*:{user}:{escaped}\n")
     pgpass = f"/root/.pgpass-{user}"
     host.ansible("ansible.builtin.copy", f"src={local} dest={pgpass} mode=0600", check=False)
     try:

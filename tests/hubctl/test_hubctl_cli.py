@@ -50,11 +50,11 @@ def test_bad_today_is_a_usage_error_and_does_nothing(repo_root, tmp_path, alert_
     (["--today", "2026-11-26", "stats", "--from", "2026-11-01"], "must be given together"),
     (["--today", "2026-11-26", "stats", "--from", "2026-11-10", "--to", "2026-11-01"],
      "is after --to"),
-    (["--today", "2026-11-26", "stats", "--date", "2026-11-27"], "after today"),
+    (["--today", "2026-11-26", "stats", "--date", "2026-11-27"], "not before today"),
     (["--today", "2026-11-26", "stats", "--date", "2026-11-02", "--from", "2026-11-01",
       "--to", "2026-11-02"], "not both"),
     (["stats", "--date", "26-11-01"], "expected YYYY-MM-DD"),
-    (["archive"], "invalid choice"),
+    (["cold-export"], "invalid choice"),
     ([], "required"),
     (["status", "--bogus"], "unrecognized arguments"),
 ])

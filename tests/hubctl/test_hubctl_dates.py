@@ -73,8 +73,9 @@ def test_stats_days_single_and_range():
     assert resolve_stats_days(TODAY, date=D(2026, 11, 1)) == [D(2026, 11, 1)]
     got = resolve_stats_days(TODAY, date_from=D(2026, 10, 30), date_to=D(2026, 11, 2))
     assert got == [D(2026, 10, 30), D(2026, 10, 31), D(2026, 11, 1), D(2026, 11, 2)]
-    # today itself may be rolled up (partial day; a rerun replaces it)
-    assert resolve_stats_days(TODAY, date=TODAY) == [TODAY]
+    # yesterday is the newest day that is over
+    yesterday = TODAY - dt.timedelta(days=1)
+    assert resolve_stats_days(TODAY, date=yesterday) == [yesterday]
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
@@ -83,8 +84,9 @@ def test_stats_days_single_and_range():
     ({"date": D(2026, 11, 1), "date_from": D(2026, 11, 1), "date_to": D(2026, 11, 2)},
      "not both"),
     ({"date_from": D(2026, 11, 10), "date_to": D(2026, 11, 1)}, "is after --to"),
-    ({"date": D(2026, 11, 27)}, "after today"),
-    ({"date_from": D(2026, 11, 20), "date_to": D(2026, 12, 1)}, "after today"),
+    ({"date": D(2026, 11, 27)}, "not before today"),
+    ({"date": D(2026, 11, 26)}, "not before today"),
+    ({"date_from": D(2026, 11, 20), "date_to": D(2026, 12, 1)}, "not before today"),
     ({"date_from": D(2010, 1, 1), "date_to": D(2026, 1, 1)}, "longer than"),
 ])
 def test_stats_days_rejects(kwargs, fragment):

@@ -28,11 +28,32 @@ def test_the_schedule_is_in_seoul_time(host):
     assert host.run("date +%Z").stdout.strip() == "KST"
 
 
-def test_hubctl_status_answers(host):
+def status(host) -> dict:
     result = host.run(f"{HUBCTL} status --json")
     assert result.rc == 0, result.stderr
-    status = json.loads(result.stdout)
-    assert status  # a report, not an empty answer
+    return json.loads(result.stdout)
+
+
+def test_hubctl_status_reports_partitions_ahead_and_no_stray_rows(host):
+    report = status(host)
+    assert sorted(report["tables"]) == sorted(
+        ["v1_hub_work_allocations", "v1_hub_client_activity_logs", "v1_hub_proxy_toggle_logs", "v1_hub_work_slots_history"]
+    )
+    for name, table in report["tables"].items():
+        assert table["months_ahead"] >= 3, name
+        assert table["default_rows"] == 0, name
+    assert report["lock"]["held"] is False
+
+
+def test_dry_run_changes_nothing(host):
+    count = "SELECT count(*) FROM pg_inherits"
+    runs = "SELECT count(*) FROM hub_job_runs"
+    before = (psql(host, count), psql(host, runs))
+    later = (datetime.date.today() + datetime.timedelta(days=400)).isoformat()
+    result = host.run(f"{HUBCTL} --dry-run --today {later} daily")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "would_create" in result.stdout
+    assert (psql(host, count), psql(host, runs)) == before
 
 
 def test_password_stays_in_the_password_file(host):
@@ -57,6 +78,21 @@ def test_daily_job_runs_and_leaves_a_run_record(host):
     assert "job=daily" in result.stdout
     last = psql(host, "SELECT outcome FROM hub_job_runs WHERE job = 'daily' ORDER BY id DESC LIMIT 1")
     assert last == "ok"
+    assert status(host)["jobs"]["daily"]["outcome"] == "ok"
+    assert status(host)["stats"]["yesterday_done"] is True
+
+
+def test_a_row_in_a_default_partition_is_recorded_and_alerted(host):
+    before = alerts(host)
+    far = (datetime.date.today() + datetime.timedelta(days=3650)).isoformat()
+    psql(host, ["SET ROLE hub_app", f"INSERT INTO v1_hub_proxy_toggle_logs (log_date, proxy_id, enabled) VALUES ('{far}', 1, true)"])
+    try:
+        result = host.run(f"{HUBCTL} partitions")
+        assert result.rc == 3, result.stdout + result.stderr
+        assert psql(host, "SELECT outcome FROM hub_job_runs WHERE job = 'partitions' ORDER BY id DESC LIMIT 1") == "attention"
+        assert "v1_hub_proxy_toggle_logs_default" in alerts(host)[len(before):]
+    finally:
+        psql(host, f"DELETE FROM v1_hub_proxy_toggle_logs WHERE log_date = '{far}'")
 
 
 def test_stats_rollup_counts_a_day_and_is_idempotent(host):

@@ -1,0 +1,183 @@
+"""The archive step: months older than the live window leave the live tables.
+
+A month whose whole range is older than `archive_after_days` (90 by default) moves from the live
+table to its `<table>_archive` twin by DETACH + ATTACH: no row is copied, no dead tuple is left,
+and the month stays queryable through the archive table. Each month goes through steps that are
+each safe to repeat after an interruption:
+
+1. record: its row count and checksum go to hub_archived_partitions (state 'live'), read while
+   the partition is still attached (a plain read; the application is not blocked);
+2. prepare: a validated CHECK on the month's bounds, so that ATTACH need not scan the rows;
+3. move: DETACH from the live table, ATTACH to the archive, count checked again, state
+   'archived', in one transaction under lock_timeout: all of it happens, or none of it.
+
+A rerun finds a month either still attached (it starts again at 1) or in the archive (nothing to
+do). The live tables have a default partition, which forbids DETACH ... CONCURRENTLY
+(docs/decisions.md); the plain DETACH holds its lock for the catalog change only.
+
+Late rows: a row that arrives for a month already archived lands in the live table's default
+partition. This step moves such rows into the month's archive partition (one transaction:
+DELETE ... RETURNING feeding an INSERT) and adds their count and checksum to the month's record.
+
+The checksum is the sum of the first 60 bits of md5(row) over the month's rows: independent of
+row order, so it needs no sort, and additive, so late rows extend it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+from hubctl import db
+from hubctl.dates import add_months, month_label
+from hubctl.jobs import Job, JobAbort
+from hubctl.partitions import LiveTable, live_tables, read_partitions
+
+LEDGER = "public.hub_archived_partitions"
+
+
+def cutoff(today: _dt.date, after_days: int) -> _dt.date:
+    """A month is archived once its end (the 1st of the next month) is on or before this day."""
+    return today - _dt.timedelta(days=after_days)
+
+
+def months_to_archive(live_months, today: _dt.date, after_days: int) -> list:
+    """The live months whose whole range is older than after_days, oldest first."""
+    limit = cutoff(today, after_days)
+    return sorted(m for m in live_months if add_months(m, 1) <= limit)
+
+
+def _ident(sql, schema, name):
+    return sql.Identifier(schema, name)
+
+
+def _count_and_checksum(cur, sql, relation, control, first, end):
+    cur.execute(sql.SQL("""
+        SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)
+        FROM ONLY {rel} AS t WHERE {col} >= %s AND {col} < %s""").format(
+        rel=relation, col=sql.Identifier(control)), (first, end))
+    count, checksum = cur.fetchone()
+    return int(count), str(checksum)
+
+
+def run(job: Job) -> None:
+    """Every live table: archive its old months, then move late rows of archived months."""
+    conn = job.conn
+    with db.transaction(conn) as cur:
+        _version, _major, schema = db.partman_info(cur)
+        tables = live_tables(cur, schema)
+    if not tables:
+        raise JobAbort("partman.part_config lists no tables")
+    after_days = job.cfg.jobs.archive_after_days
+    for t in tables:
+        with db.transaction(conn) as cur:
+            parts = read_partitions(cur, t.schema, t.name)
+            if read_partitions(cur, t.schema, t.name + "_archive") is None:
+                raise JobAbort(f"{t.name}_archive does not exist: apply the schema migrations")
+        for month in months_to_archive(parts.months, job.today, after_days):
+            archive_month(job, t, month, parts.months[month])
+        move_late_rows(job, t, parts.default)
+
+
+def archive_month(job: Job, t: LiveTable, month: _dt.date, partition: str) -> None:
+    from psycopg2 import sql
+    conn = job.conn
+    end = add_months(month, 1)
+    part = _ident(sql, t.schema, partition)
+    check = f"{partition}_archive_bounds"
+    with job.step("archive", table=t.name, month=month_label(month), partition=partition) as st:
+        with db.transaction(conn) as cur:
+            count, checksum = _count_and_checksum(cur, sql, part, t.control, month, end)
+        st.set(checksum=checksum)
+        st.rows = count
+        if job.dry_run:
+            st.set(would="move to " + t.name + "_archive")
+            return
+        with db.transaction(conn) as cur:
+            cur.execute(sql.SQL("""
+                INSERT INTO {ledger} (parent_table, month, partition_name, row_count, checksum, state)
+                VALUES (%s, %s, %s, %s, %s, 'live')
+                ON CONFLICT (parent_table, month) DO UPDATE
+                SET partition_name = EXCLUDED.partition_name, row_count = EXCLUDED.row_count,
+                    checksum = EXCLUDED.checksum, recorded_at = now()
+                WHERE {ledger}.state = 'live'""").format(
+                ledger=sql.Identifier(*LEDGER.split("."))),
+                (t.name, month, partition, count, checksum))
+        with db.transaction(conn) as cur:
+            cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+                        "AND conname = %s AND convalidated",
+                        (f'"{t.schema}"."{partition}"', check))
+            if cur.fetchone() is None:
+                cur.execute(sql.SQL("ALTER TABLE {part} DROP CONSTRAINT IF EXISTS {chk}").format(
+                    part=part, chk=sql.Identifier(check)))
+                cur.execute(sql.SQL(
+                    "ALTER TABLE {part} ADD CONSTRAINT {chk} CHECK ({col} >= %s AND {col} < %s) "
+                    "NOT VALID").format(part=part, chk=sql.Identifier(check),
+                                        col=sql.Identifier(t.control)), (month, end))
+        with db.transaction(conn) as cur:
+            # VALIDATE takes SHARE UPDATE EXCLUSIVE: inserts go on while it reads the month.
+            cur.execute(sql.SQL("ALTER TABLE {part} VALIDATE CONSTRAINT {chk}").format(
+                part=part, chk=sql.Identifier(check)))
+        with db.transaction(conn) as cur:
+            cur.execute(sql.SQL("ALTER TABLE {live} DETACH PARTITION {part}").format(
+                live=_ident(sql, t.schema, t.name), part=part))
+            cur.execute(sql.SQL(
+                "ALTER TABLE {arch} ATTACH PARTITION {part} FOR VALUES FROM (%s) TO (%s)").format(
+                arch=_ident(sql, t.schema, t.name + "_archive"), part=part), (month, end))
+            after, after_sum = _count_and_checksum(cur, sql, part, t.control, month, end)
+            if (after, after_sum) != (count, checksum):
+                raise JobAbort(f"{partition} changed while it was archived ({count} rows, "
+                               f"now {after}); nothing was moved, the next run tries again")
+            cur.execute(sql.SQL("UPDATE {ledger} SET state = 'archived', recorded_at = now() "
+                                "WHERE parent_table = %s AND month = %s").format(
+                ledger=sql.Identifier(*LEDGER.split("."))), (t.name, month))
+        st.set(moved_to=t.name + "_archive")
+
+
+def move_late_rows(job: Job, t: LiveTable, default: str | None) -> None:
+    """Rows in the live default partition for a month that is already archived."""
+    from psycopg2 import sql
+    if default is None:
+        return
+    conn = job.conn
+    ledger = sql.Identifier(*LEDGER.split("."))
+    with db.transaction(conn) as cur:
+        cur.execute(sql.SQL("SELECT month FROM {ledger} WHERE parent_table = %s "
+                            "AND state = 'archived' ORDER BY month").format(ledger=ledger),
+                    (t.name,))
+        archived = [r[0] for r in cur.fetchall()]
+    for month in archived:
+        end = add_months(month, 1)
+        dflt = _ident(sql, t.schema, default)
+        with db.transaction(conn) as cur:
+            cur.execute(sql.SQL("SELECT count(*) FROM ONLY {d} WHERE {col} >= %s AND {col} < %s")
+                        .format(d=dflt, col=sql.Identifier(t.control)), (month, end))
+            waiting = cur.fetchone()[0]
+        if not waiting:
+            continue
+        with job.step("late_rows", table=t.name, month=month_label(month)) as st:
+            if job.dry_run:
+                st.rows = int(waiting)
+                st.set(would="move to " + t.name + "_archive")
+                continue
+            with db.transaction(conn) as cur:
+                cur.execute(sql.SQL("""
+                    WITH moved AS (
+                        DELETE FROM ONLY {d} WHERE {col} >= %s AND {col} < %s RETURNING *
+                    ), stored AS (
+                        INSERT INTO {arch} SELECT * FROM moved RETURNING 1
+                    )
+                    SELECT (SELECT count(*) FROM stored), count(*),
+                           coalesce(sum(('x' || substr(md5(moved::text), 1, 15))::bit(60)::bigint), 0)
+                    FROM moved""").format(
+                    d=dflt, col=sql.Identifier(t.control),
+                    arch=_ident(sql, t.schema, t.name + "_archive")), (month, end))
+                stored, count, checksum = cur.fetchone()
+                if stored != count:
+                    raise JobAbort(f"late rows of {month_label(month)}: {count} taken, "
+                                   f"{stored} stored; rolled back")
+                cur.execute(sql.SQL("""
+                    UPDATE {ledger} SET row_count = row_count + %s,
+                        checksum = (checksum::numeric + %s)::text, recorded_at = now()
+                    WHERE parent_table = %s AND month = %s""").format(ledger=ledger),
+                    (count, checksum, t.name, month))
+            st.rows = int(count)
