@@ -33,7 +33,7 @@ attach_disk() {
   device="$(data_device)"
   if [ -z "$device" ]; then
     mkdir -p "$lab"
-    [ -f "$disk" ] || truncate -s 4G "$disk"
+    [ -f "$disk" ] || truncate -s 16G "$disk"  # sparse: takes only what is written
     device="$($SUDO losetup -f --show "$disk" 2>/dev/null || true)"
   fi
   echo "$device"
