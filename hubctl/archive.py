@@ -30,7 +30,7 @@ import datetime as _dt
 from hubctl import db
 from hubctl.dates import add_months, month_label
 from hubctl.jobs import Job, JobAbort
-from hubctl.partitions import LiveTable, live_tables, read_partitions
+from hubctl.partitions import LiveTable, managed_tables, read_partitions
 
 LEDGER = "public.hub_archived_partitions"
 
@@ -62,11 +62,7 @@ def _count_and_checksum(cur, sql, relation, control, first, end):
 def run(job: Job) -> None:
     """Every live table: archive its old months, then move late rows of archived months."""
     conn = job.conn
-    with db.transaction(conn) as cur:
-        _version, _major, schema = db.partman_info(cur)
-        tables = live_tables(cur, schema)
-    if not tables:
-        raise JobAbort("partman.part_config lists no tables")
+    tables = managed_tables(job)[3]
     after_days = job.cfg.jobs.archive_after_days
     for t in tables:
         with db.transaction(conn) as cur:

@@ -176,14 +176,19 @@ def _qualified(schema: str, name: str) -> str:
 
 # --------------------------------------------------------------------------- the steps
 
-def run(job: Job) -> None:
-    """All tables: plan, create, run_maintenance, then the default partitions."""
-    conn = job.conn
-    with db.transaction(conn) as cur:
+def managed_tables(job: Job) -> tuple[str, int, str, list[LiveTable]]:
+    """(partman version, major, partman schema, live tables) of the hub's partition sets."""
+    with db.transaction(job.conn) as cur:
         version, major, schema = db.partman_info(cur)
         tables = live_tables(cur, schema)
     if not tables:
         raise JobAbort("partman.part_config lists no tables")
+    return version, major, schema, tables
+
+
+def run(job: Job) -> None:
+    """All tables: plan, create, run_maintenance, then the default partitions."""
+    version, major, schema, tables = managed_tables(job)
     for t in tables:
         ensure_table(job, t, major, schema, version)
     for t in tables:
