@@ -83,7 +83,7 @@ def main():
         CREATE TABLE daily_stats (stat_date date PRIMARY KEY, total_allocations bigint,
             completed_count bigint, expired_count bigint, avg_execution_time_ms integer,
             unique_clients integer, unique_keywords integer, created_at timestamp DEFAULT now())""")
-    cur.execute(f"""
+    cur.execute("""
         INSERT INTO daily_stats (stat_date, total_allocations, completed_count, expired_count,
                                  avg_execution_time_ms, unique_clients, unique_keywords)
         SELECT work_date, count(*), count(*) FILTER (WHERE status = 'completed'),

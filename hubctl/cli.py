@@ -61,7 +61,7 @@ def _status_run(args: argparse.Namespace, cfg, today: _dt.date) -> int:
     log = jobs.Logger("status")
     try:
         data = status.collect(cfg, today)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         from hubctl.db import describe_error
         log.line("status", outcome=jobs.FAILED, error=describe_error(exc)[0])
         return jobs.EXIT_FAILED

@@ -22,7 +22,7 @@ def run(job: Job) -> None:
     for step in STEPS:
         try:
             step(job)
-        except Exception as exc:  # noqa: BLE001 - recorded below; the next step still runs
+        except Exception as exc:  # recorded below; the next step still runs
             errors.append(f"{step.__module__.rsplit('.', 1)[-1]}: {exc}")
     if errors:
         raise JobAbort("; ".join(errors))

@@ -15,8 +15,8 @@ OWNER_ROLE = "hub_owner"
 
 
 def _psycopg2():
-    import psycopg2  # noqa: PLC0415 (lazy on purpose)
-    import psycopg2.extras  # noqa: F401,PLC0415
+    import psycopg2  # lazy on purpose
+    import psycopg2.extras
     return psycopg2
 
 
@@ -63,14 +63,14 @@ def transaction(conn):
         if not conn.closed:
             try:
                 conn.rollback()
-            except Exception:  # noqa: BLE001 - the original error matters more
+            except Exception:  # the original error matters more
                 pass
         raise
     finally:
         if not cur.closed:
             try:
                 cur.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 

@@ -265,7 +265,7 @@ class RunRecorder:
         try:
             with self._cur() as cur:
                 cur.execute(sql, args)
-        except Exception:  # noqa: BLE001
+        except Exception:
             with self._cur(fresh=True) as cur:
                 cur.execute(sql, args)
 
@@ -426,7 +426,7 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
         run_id = None
         try:
             run_id = rec.record_busy({**base_detail, "holder": holder})
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             note = f"the busy run could not be recorded: {db.describe_error(exc)[0]}"
             log.line("record", outcome=FAILED, error=note)
         finally:
@@ -445,7 +445,7 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
     try:
         try:
             run_id, stale = rec.start(base_detail)
-        except BaseException as exc:  # noqa: BLE001 - SIGTERM here must not escape unrecorded
+        except BaseException as exc:  # SIGTERM here must not escape unrecorded
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             err, sqlstate = db.describe_error(exc)
             log.line("start", outcome=FAILED, error=f"cannot record the run: {err}",
@@ -465,7 +465,7 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
         error = sqlstate = None
         try:
             body(job)
-        except BaseException as exc:  # noqa: BLE001 - every way out is recorded
+        except BaseException as exc:  # every way out is recorded
             error, sqlstate = db.describe_error(exc)
             if not isinstance(exc, (JobAbort, Terminated)) and not db.is_db_error(exc) \
                     and not isinstance(exc, (OSError, KeyboardInterrupt)):
@@ -491,7 +491,7 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
         rows = job.rows()
         try:
             rec.finish(outcome, rows, detail)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             note = f"the run record could not be closed: {db.describe_error(exc)[0]}"
             log.line("record", run_id=run_id, outcome=FAILED, error=note)
             error = f"{error}; {note}" if error else note
@@ -525,7 +525,7 @@ def _run_dry(name, cfg, today, body, log, connect, started) -> int:
     error = None
     try:
         body(job)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         error = db.describe_error(exc)[0]
     finally:
         job.close()
