@@ -8,11 +8,16 @@ each safe to repeat after an interruption:
 1. record: its row count and checksum go to hub_archived_partitions (state 'live'), read while
    the partition is still attached (a plain read; the application is not blocked);
 2. prepare: a validated CHECK on the month's bounds, so that ATTACH need not scan the rows;
-3. move: DETACH from the live table, ATTACH to the archive, count checked again, state
-   'archived', in one transaction under lock_timeout: all of it happens, or none of it.
+3. move: DETACH from the live table, ATTACH to the archive, state 'archived', in one
+   transaction under lock_timeout: catalog changes only (milliseconds of exclusive lock), all
+   of it or none of it. A lock_timeout is retried after a pause (db.retry_on_lock_timeout);
+4. read back: count and checksum of the month, now in the archive where nothing writes, kept
+   in the ledger with verified_at. A row written late between 1 and 3 is in the partition and
+   so in these figures. A run killed between 3 and 4 leaves verified_at NULL; the next run
+   reads the month back first.
 
-A rerun finds a month either still attached (it starts again at 1) or in the archive (nothing to
-do). The live tables have a default partition, which forbids DETACH ... CONCURRENTLY
+A rerun finds a month either still attached (it starts again at 1) or in the archive (at most
+step 4 is left to do). The live tables have a default partition, which forbids DETACH ... CONCURRENTLY
 (docs/decisions.md); the plain DETACH holds its lock for the catalog change only.
 
 Late rows: a row that arrives for a month already archived lands in the live table's default
@@ -69,64 +74,107 @@ def run(job: Job) -> None:
             parts = read_partitions(cur, t.schema, t.name)
             if read_partitions(cur, t.schema, t.name + "_archive") is None:
                 raise JobAbort(f"{t.name}_archive does not exist: apply the schema migrations")
+        verify_pending(job, t)
         for month in months_to_archive(parts.months, job.today, after_days):
             archive_month(job, t, month, parts.months[month])
         move_late_rows(job, t, parts.default)
 
 
-def archive_month(job: Job, t: LiveTable, month: _dt.date, partition: str) -> None:
+def archive_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
+                  pauses=db.LOCK_RETRY_PAUSES) -> None:
+    """Move one month; a lock_timeout (the application busy on the table) is retried from the
+    start of the month's steps, each of which is safe to repeat."""
+    with job.step("archive", table=t.name, month=month_label(month), partition=partition) as st:
+        db.retry_on_lock_timeout(st, lambda: _archive_month_once(job, st, t, month, partition),
+                                 pauses)
+
+
+def _archive_month_once(job: Job, st, t: LiveTable, month: _dt.date, partition: str) -> None:
     from psycopg2 import sql
     conn = job.conn
     end = add_months(month, 1)
     part = _ident(sql, t.schema, partition)
     check = f"{partition}_archive_bounds"
-    with job.step("archive", table=t.name, month=month_label(month), partition=partition) as st:
-        with db.transaction(conn) as cur:
-            count, checksum = _count_and_checksum(cur, sql, part, t.control, month, end)
-        st.set(checksum=checksum)
-        st.rows = count
-        if job.dry_run:
-            st.set(would="move to " + t.name + "_archive")
-            return
-        with db.transaction(conn) as cur:
-            cur.execute(sql.SQL("""
-                INSERT INTO {ledger} (parent_table, month, partition_name, row_count, checksum, state)
-                VALUES (%s, %s, %s, %s, %s, 'live')
-                ON CONFLICT (parent_table, month) DO UPDATE
-                SET partition_name = EXCLUDED.partition_name, row_count = EXCLUDED.row_count,
-                    checksum = EXCLUDED.checksum, recorded_at = now()
-                WHERE {ledger}.state = 'live'""").format(
-                ledger=sql.Identifier(*LEDGER.split("."))),
-                (t.name, month, partition, count, checksum))
-        with db.transaction(conn) as cur:
-            cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) "
-                        "AND conname = %s AND convalidated",
-                        (f'"{t.schema}"."{partition}"', check))
-            if cur.fetchone() is None:
-                cur.execute(sql.SQL("ALTER TABLE {part} DROP CONSTRAINT IF EXISTS {chk}").format(
-                    part=part, chk=sql.Identifier(check)))
-                cur.execute(sql.SQL(
-                    "ALTER TABLE {part} ADD CONSTRAINT {chk} CHECK ({col} >= %s AND {col} < %s) "
-                    "NOT VALID").format(part=part, chk=sql.Identifier(check),
-                                        col=sql.Identifier(t.control)), (month, end))
-        with db.transaction(conn) as cur:
-            # VALIDATE takes SHARE UPDATE EXCLUSIVE: inserts go on while it reads the month.
-            cur.execute(sql.SQL("ALTER TABLE {part} VALIDATE CONSTRAINT {chk}").format(
+    with db.transaction(conn) as cur:
+        count, checksum = _count_and_checksum(cur, sql, part, t.control, month, end)
+    st.set(checksum=checksum)
+    st.rows = count
+    if job.dry_run:
+        st.set(would="move to " + t.name + "_archive")
+        return
+    with db.transaction(conn) as cur:
+        cur.execute(sql.SQL("""
+            INSERT INTO {ledger} (parent_table, month, partition_name, row_count, checksum, state)
+            VALUES (%s, %s, %s, %s, %s, 'live')
+            ON CONFLICT (parent_table, month) DO UPDATE
+            SET partition_name = EXCLUDED.partition_name, row_count = EXCLUDED.row_count,
+                checksum = EXCLUDED.checksum, recorded_at = now()
+            WHERE {ledger}.state = 'live'""").format(
+            ledger=sql.Identifier(*LEDGER.split("."))),
+            (t.name, month, partition, count, checksum))
+    with db.transaction(conn) as cur:
+        cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+                    "AND conname = %s AND convalidated",
+                    (f'"{t.schema}"."{partition}"', check))
+        if cur.fetchone() is None:
+            cur.execute(sql.SQL("ALTER TABLE {part} DROP CONSTRAINT IF EXISTS {chk}").format(
                 part=part, chk=sql.Identifier(check)))
-        with db.transaction(conn) as cur:
-            cur.execute(sql.SQL("ALTER TABLE {live} DETACH PARTITION {part}").format(
-                live=_ident(sql, t.schema, t.name), part=part))
             cur.execute(sql.SQL(
-                "ALTER TABLE {arch} ATTACH PARTITION {part} FOR VALUES FROM (%s) TO (%s)").format(
-                arch=_ident(sql, t.schema, t.name + "_archive"), part=part), (month, end))
-            after, after_sum = _count_and_checksum(cur, sql, part, t.control, month, end)
-            if (after, after_sum) != (count, checksum):
-                raise JobAbort(f"{partition} changed while it was archived ({count} rows, "
-                               f"now {after}); nothing was moved, the next run tries again")
-            cur.execute(sql.SQL("UPDATE {ledger} SET state = 'archived', recorded_at = now() "
-                                "WHERE parent_table = %s AND month = %s").format(
-                ledger=sql.Identifier(*LEDGER.split("."))), (t.name, month))
-        st.set(moved_to=t.name + "_archive")
+                "ALTER TABLE {part} ADD CONSTRAINT {chk} CHECK ({col} >= %s AND {col} < %s) "
+                "NOT VALID").format(part=part, chk=sql.Identifier(check),
+                                    col=sql.Identifier(t.control)), (month, end))
+    with db.transaction(conn) as cur:
+        # VALIDATE takes SHARE UPDATE EXCLUSIVE: inserts go on while it reads the month.
+        cur.execute(sql.SQL("ALTER TABLE {part} VALIDATE CONSTRAINT {chk}").format(
+            part=part, chk=sql.Identifier(check)))
+    with db.transaction(conn) as cur:
+        # The move: catalog changes only, so the live table's exclusive lock lasts milliseconds.
+        cur.execute(sql.SQL("ALTER TABLE {live} DETACH PARTITION {part}").format(
+            live=_ident(sql, t.schema, t.name), part=part))
+        cur.execute(sql.SQL(
+            "ALTER TABLE {arch} ATTACH PARTITION {part} FOR VALUES FROM (%s) TO (%s)").format(
+            arch=_ident(sql, t.schema, t.name + "_archive"), part=part), (month, end))
+        cur.execute(sql.SQL("UPDATE {ledger} SET state = 'archived', verified_at = NULL, "
+                            "recorded_at = now() WHERE parent_table = %s AND month = %s").format(
+            ledger=sql.Identifier(*LEDGER.split("."))), (t.name, month))
+    st.set(moved_to=t.name + "_archive")
+    verify_moved(job, st, t, month, partition)
+
+
+def verify_moved(job: Job, st, t: LiveTable, month: _dt.date, partition: str) -> None:
+    """Read a moved month back from the archive and keep its exact count and checksum.
+
+    Nothing writes to an archive partition, so this read is exact and blocks no one. A row
+    written late between the first read and the move (an insert or an update of that month)
+    makes the figures differ from the first read; the ledger keeps the read-back figures."""
+    from psycopg2 import sql
+    part = _ident(sql, t.schema, partition)
+    with db.transaction(job.conn) as cur:
+        count, checksum = _count_and_checksum(cur, sql, part, t.control, month, add_months(month, 1))
+        cur.execute(sql.SQL("UPDATE {ledger} SET row_count = %s, checksum = %s, "
+                            "verified_at = now() WHERE parent_table = %s AND month = %s").format(
+            ledger=sql.Identifier(*LEDGER.split("."))), (count, checksum, t.name, month))
+    if st.rows is not None and count != st.rows:
+        st.set(changed_before_move=count - st.rows)
+    st.rows = count
+    st.set(checksum=checksum, verified=True)
+
+
+def verify_pending(job: Job, t: LiveTable) -> None:
+    """Months a killed run moved but did not read back: read them back now."""
+    from psycopg2 import sql
+    with db.transaction(job.conn) as cur:
+        cur.execute(sql.SQL("SELECT month, partition_name FROM {ledger} WHERE parent_table = %s "
+                            "AND state = 'archived' AND verified_at IS NULL ORDER BY month").format(
+            ledger=sql.Identifier(*LEDGER.split("."))), (t.name,))
+        pending = cur.fetchall()
+    for month, partition in pending:
+        with job.step("archive_verify", table=t.name, month=month_label(month),
+                      partition=partition) as st:
+            if job.dry_run:
+                st.set(would="read back count and checksum")
+                continue
+            verify_moved(job, st, t, month, partition)
 
 
 def move_late_rows(job: Job, t: LiveTable, default: str | None) -> None:

@@ -7,11 +7,34 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 from hubctl.config import Config
 
 # Maintenance works as the owner of the hub's tables, so new partitions are owned by it.
 OWNER_ROLE = "hub_owner"
+
+# A table busy with the application makes maintenance DDL wait at most lock_timeout, then fail
+# with this SQLSTATE; the work is tried again after these pauses (seconds) before the job gives
+# up and alerts.
+LOCK_NOT_AVAILABLE = "55P03"
+LOCK_RETRY_PAUSES = (2, 5, 10)
+
+
+def retry_on_lock_timeout(step, attempt, pauses=LOCK_RETRY_PAUSES, sleep=time.sleep):
+    """Call attempt() until it returns; after a lock_timeout, pause and call it again.
+
+    attempt must be safe to repeat (each of its transactions all-or-nothing). The number of
+    retries is set on the step as lock_retries; any other error, or the last timeout, is raised.
+    """
+    for number in range(len(pauses) + 1):
+        try:
+            return attempt()
+        except Exception as exc:
+            if getattr(exc, "pgcode", None) != LOCK_NOT_AVAILABLE or number == len(pauses):
+                raise
+            step.set(lock_retries=number + 1)
+            sleep(pauses[number])
 
 
 def _psycopg2():

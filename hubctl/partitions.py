@@ -16,8 +16,6 @@ For each table registered in partman.part_config (the four live tables):
 
 from __future__ import annotations
 
-import time
-
 import dataclasses
 import datetime as _dt
 import re
@@ -195,24 +193,16 @@ def run(job: Job) -> None:
         check_default(job, t)
 
 
-# A table busy with the application makes the DDL wait at most lock_timeout, then fail; the
-# step is tried again after these pauses (seconds) before the job gives up and alerts.
-LOCK_RETRY_PAUSES = (2, 5, 10)
-LOCK_NOT_AVAILABLE = "55P03"
+# Kept here too for callers that know them by this module.
+LOCK_RETRY_PAUSES = db.LOCK_RETRY_PAUSES
+LOCK_NOT_AVAILABLE = db.LOCK_NOT_AVAILABLE
 
 
 def ensure_table(job: Job, t: LiveTable, major: int, partman_schema: str,
                  version: str, pauses=LOCK_RETRY_PAUSES) -> None:
     with job.step("partitions", table=t.name) as st:
-        for attempt in range(len(pauses) + 1):
-            try:
-                _ensure_table_once(job, st, t, major, partman_schema, version)
-                return
-            except Exception as exc:
-                if getattr(exc, "pgcode", None) != LOCK_NOT_AVAILABLE or attempt == len(pauses):
-                    raise
-                st.set(lock_retries=attempt + 1)
-                time.sleep(pauses[attempt])
+        db.retry_on_lock_timeout(
+            st, lambda: _ensure_table_once(job, st, t, major, partman_schema, version), pauses)
 
 
 def _ensure_table_once(job: Job, st, t: LiveTable, major: int, partman_schema: str,
