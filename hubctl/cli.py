@@ -13,7 +13,7 @@ import datetime as _dt
 import sys
 from typing import Callable
 
-from hubctl import __version__, archive, daily, jobs, partitions, stats, status
+from hubctl import __version__, archive, cold, daily, jobs, partitions, stats, status
 from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
 from hubctl.dates import parse_date, resolve_stats_days
 
@@ -69,6 +69,46 @@ def _status_run(args: argparse.Namespace, cfg, today: _dt.date) -> int:
     return jobs.EXIT_OK
 
 
+def _month_arg(text: str) -> _dt.date:
+    try:
+        return cold.parse_month(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cold_args(p: argparse.ArgumentParser) -> None:
+    """`cold export [--month M] [--table T]` and `cold restore M [--table T]`; each records its
+    runs as the job cold-export or cold-restore."""
+    sub = p.add_subparsers(dest="cold_action", metavar="ACTION", required=True)
+    e = sub.add_parser("export", help="export archived months older than cold_after_days "
+                       "(365) to verified zstd files, then drop them",
+                       description="Export every cold-eligible archived month (or one month, "
+                       "or one table) to a zstd-compressed COPY file under cold_dir, verify it "
+                       "by reading it back, then drop the partition (ledger state 'cold').")
+    _global_options(e, suppress=True)
+    e.add_argument("--month", type=_month_arg, metavar="YYYY-MM",
+                   help="only this month (it must be cold-eligible)")
+    e.add_argument("--table", choices=cold.TABLES, metavar="NAME",
+                   help=f"only this table ({', '.join(cold.TABLES)})")
+    e.set_defaults(job_name="cold-export")
+    r = sub.add_parser("restore", help="load a cold month into hub_restored.<table>_pYYYY_MM",
+                       description="Load one cold month back into a standalone table "
+                       f"{cold.RESTORE_SCHEMA}.<table>_pYYYY_MM, verified against the ledger's "
+                       "count and checksum; refused if that table exists.")
+    _global_options(r, suppress=True)
+    r.add_argument("month", type=_month_arg, metavar="YYYY-MM", help="the month to restore")
+    r.add_argument("--table", choices=cold.TABLES, default=cold.DEFAULT_RESTORE_TABLE,
+                   metavar="NAME", help=f"the table (default {cold.DEFAULT_RESTORE_TABLE}; "
+                   f"one of {', '.join(cold.TABLES)})")
+    r.set_defaults(job_name="cold-restore")
+
+
+def _cold_body(args: argparse.Namespace) -> Callable[[jobs.Job], None]:
+    if args.cold_action == "restore":
+        return lambda job: cold.restore(job, args.table, args.month)
+    return lambda job: cold.export(job, args.table, args.month)
+
+
 COMMANDS = {c.name: c for c in (
     Command("partitions", "make sure every live table has its monthly partitions; "
             "report rows in default partitions",
@@ -80,7 +120,10 @@ COMMANDS = {c.name: c for c in (
     Command("archive", "move months older than archive_after_days (90) from the live tables to "
             "their _archive tables (detach/attach, no copy), and late rows of archived months",
             body=lambda args: archive.run),
-    Command("daily", "the 03:00 job: archive, partitions, then yesterday's stats",
+    Command("cold", "cold export: archived months older than cold_after_days (365) to verified "
+            "files, then dropped; cold restore YYYY-MM: one back into hub_restored",
+            add_arguments=_cold_args, body=_cold_body),
+    Command("daily", "the 03:00 job: archive, cold export, partitions, then yesterday's stats",
             body=lambda args: daily.run),
     Command("status", "show last runs, default-partition rows, partitions ahead, latest "
             "stats (read-only)", add_arguments=_status_args, run=_status_run),
@@ -143,4 +186,5 @@ def main(argv: list[str] | None = None) -> int:
 
     if cmd.run is not None:
         return cmd.run(args, cfg, today)
-    return jobs.run_job(cmd.name, cfg, today, args.dry_run, cmd.body(args), argv=argv)
+    return jobs.run_job(getattr(args, "job_name", cmd.name), cfg, today, args.dry_run,
+                        cmd.body(args), argv=argv)

@@ -12,8 +12,12 @@
     lock_dir = /run/lock/hub               (default)
     alert_command = /usr/local/bin/hub-alert   (optional; run through /bin/sh)
     lock_timeout = 5s                      (default; SET lock_timeout for maintenance)
+    archive_after_days = 90                (default; months leave the live tables)
+    cold_after_days = 365                  (default; archived months go to files; must be more
+                                           than archive_after_days)
+    cold_dir = /var/lib/hub/cold           (default; where the cold files are written)
 
-Later subcommands (archive, cold export) add their own sections to SECTIONS below.
+Later subcommands add their own sections to SECTIONS below.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ DEFAULT_LOCK_DIR = "/run/lock/hub"
 DEFAULT_LOCK_TIMEOUT = "5s"
 # Months whose whole range is older than this many days leave the live tables (the seed: 90).
 DEFAULT_ARCHIVE_AFTER_DAYS = 90
+# Archived months whose whole range is older than this are exported to files and dropped.
+DEFAULT_COLD_AFTER_DAYS = 365
+DEFAULT_COLD_DIR = "/var/lib/hub/cold"
 DEFAULT_PORT = 5432
 DEFAULT_SSLMODE = "require"
 
@@ -36,8 +43,9 @@ SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # libpq options accepted in [database]; 'password' is refused on purpose.
 DATABASE_REQUIRED = ("host", "dbname", "user", "passfile")
 DATABASE_OPTIONAL = ("port", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
-JOBS_KEYS = ("lock_dir", "alert_command", "lock_timeout", "archive_after_days")
-# Section name -> allowed keys. An archive/cold section is added here when those commands are.
+JOBS_KEYS = ("lock_dir", "alert_command", "lock_timeout", "archive_after_days",
+             "cold_after_days", "cold_dir")
+# Section name -> allowed keys. A command with options of its own adds its section here.
 SECTIONS = {
     "database": DATABASE_REQUIRED + DATABASE_OPTIONAL,
     "jobs": JOBS_KEYS,
@@ -91,6 +99,8 @@ class JobsConfig:
     alert_command: str | None = None
     lock_timeout: str = DEFAULT_LOCK_TIMEOUT
     archive_after_days: int = DEFAULT_ARCHIVE_AFTER_DAYS
+    cold_after_days: int = DEFAULT_COLD_AFTER_DAYS
+    cold_dir: str = DEFAULT_COLD_DIR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,8 +168,19 @@ def _jobs_section(path: str, parser: configparser.ConfigParser) -> JobsConfig:
         raise ConfigError(f"{path}: [jobs] archive_after_days must be a whole number of days, at "
                           f"least 31 (a month must be over before it leaves), got {raw_days!r}",
                           alert_command=alert)
+    raw_cold = (sec.get("cold_after_days") or str(DEFAULT_COLD_AFTER_DAYS)).strip()
+    # A month must have been archived (with its count and checksum) before it can go cold.
+    if not raw_cold.isdigit() or int(raw_cold) <= int(raw_days):
+        raise ConfigError(f"{path}: [jobs] cold_after_days must be a whole number of days greater "
+                          f"than archive_after_days ({int(raw_days)}), got {raw_cold!r}",
+                          alert_command=alert)
+    cold_dir = (sec.get("cold_dir") or DEFAULT_COLD_DIR).strip()
+    if not os.path.isabs(cold_dir):
+        raise ConfigError(f"{path}: [jobs] cold_dir must be an absolute path, got {cold_dir!r}",
+                          alert_command=alert)
     return JobsConfig(lock_dir=lock_dir, alert_command=alert, lock_timeout=lock_timeout,
-                      archive_after_days=int(raw_days))
+                      archive_after_days=int(raw_days), cold_after_days=int(raw_cold),
+                      cold_dir=os.path.normpath(cold_dir))
 
 
 def _database_section(path: str, parser: configparser.ConfigParser) -> DatabaseConfig:

@@ -1,18 +1,20 @@
 """`hubctl daily`: the 03:00 job, one run record for all its steps.
 
 Order: the archive of months older than 90 days (and of late rows for archived months), then
+the cold export of archived months older than 365 days (to verified files, then dropped), then
 partition maintenance (so a missed monthly run never breaks inserts), then yesterday's stats. A step's
 failure is recorded and the next step still runs; the job then ends 'failed'.
 """
 
 from __future__ import annotations
 
-from hubctl import archive, partitions, stats
+from hubctl import archive, cold, partitions, stats
 from hubctl.jobs import Job, JobAbort
 
 # The steps of the daily job, in order. The archive runs first so that late rows it moves out
-# of the default partitions are not reported by the partition step as stray.
-STEPS = (archive.run, partitions.run, stats.yesterday)
+# of the default partitions are not reported by the partition step as stray. The cold export
+# follows it, so a month archived and cold-eligible on the same run (a long pause) goes at once.
+STEPS = (archive.run, cold.run, partitions.run, stats.yesterday)
 
 
 def run(job: Job) -> None:

@@ -1,0 +1,744 @@
+"""`hubctl cold export` and `hubctl cold restore`: archived months to files on the host, and back.
+
+Export (a step of `hubctl daily`, or by hand). A month of an `<table>_archive` table whose whole
+range is older than `cold_after_days` (365 by default), and which hub_archived_partitions lists
+as 'archived' with its row count and checksum, leaves the database for a file:
+
+1. export: `COPY <partition> (columns) TO STDOUT` (text format) through the `zstd` command into
+   a temporary file beside the final one, fsynced;
+2. verify: that file is read back: decompressed by `zstd` into a TEMP table of the partition's
+   shape, where PostgreSQL computes the row count and the archive's checksum; both must equal
+   the ledger's. On a mismatch the step fails and stops here: the partition stays, nothing is
+   removed (the temporary file is left for inspection; the next run writes it again);
+3. keep: a JSON manifest (columns and types, count, checksum, sha256, size, server version,
+   session TimeZone and DateStyle) is written beside it; both are renamed to their final names
+   and the directory is fsynced;
+4. drop: in one transaction under lock_timeout: the partition is locked against writes and
+   counted again (it must still equal the ledger), DETACHed from the archive table and
+   DROPped, and the ledger row becomes 'cold' with the file's path, size and sha256.
+
+Each step is safe to interrupt (kill -9 included) and to repeat: until 4 commits, the partition
+is untouched. A rerun that finds the final file (a run stopped between 3 and 4) reads it back
+and verifies it the same way, and goes on to 4; a file that does not verify is never
+overwritten: the step fails and says what to move away.
+
+Restore: `hubctl cold restore YYYY-MM [--table NAME]` loads one cold month into a standalone
+table `hub_restored.<table>_pYYYY_MM` (LIKE the archive table: same columns, CHECK
+constraints and indexes), after checking the file's sha256 against the ledger and the manifest,
+and commits only if the rows loaded have the ledger's count and checksum. An existing restored
+table is never replaced: it must be dropped first.
+
+The checksum is the archive's (archive.py): the sum of the first 60 bits of md5(row::text).
+The text of a row depends on the session's TimeZone and DateStyle (timestamptz columns); the
+manifest records both and restore computes the checksum under them. Rows are checksummed as
+ROW(columns in the partition's order), which has the same text as the whole row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from hubctl import __version__, db
+from hubctl.archive import LEDGER, cutoff
+from hubctl.dates import add_months, month_label
+from hubctl.jobs import DRY_RUN, Job, JobAbort, now_iso
+from hubctl.partitions import LiveTable, managed_tables, read_partitions
+
+# The hub's four live tables; --table accepts these (checked again against part_config).
+TABLES = ("v1_hub_work_allocations", "v1_hub_client_activity_logs",
+          "v1_hub_proxy_toggle_logs", "v1_hub_work_slots_history")
+# The table a restore brings back when none is named: the one questions are asked about.
+DEFAULT_RESTORE_TABLE = "v1_hub_work_allocations"
+RESTORE_SCHEMA = "hub_restored"
+
+MANIFEST_FORMAT = "hub-cold/1"
+# zstd's default level. Measured on a month of one million allocations (157 MB of COPY text,
+# docs/performance.md): 49 MB in 1.1 s; levels 6 to 12 save at most 2 % for 2 to 11 times the
+# time, level 19 saves 12 % for 200 s. Random UUIDs and timestamps are most of the bytes.
+ZSTD_LEVEL = 3
+CHECKSUM_SQL = "sum(('x' || substr(md5(row::text), 1, 15))::bit(60)::bigint)"
+
+_MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
+# Table names become file names: nothing but lower-case letters, digits and underscores.
+_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
+
+
+class ColdError(JobAbort):
+    """A month could not be exported, verified or restored. Nothing was dropped or replaced."""
+
+
+# --------------------------------------------------------------------------- pure parts
+
+def parse_month(text: str) -> _dt.date:
+    """A strict YYYY-MM month; its first day. ValueError with a readable message."""
+    m = _MONTH_RE.match(text or "")
+    if not m or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 1:
+        raise ValueError(f"invalid month {text!r}: expected YYYY-MM")
+    return _dt.date(int(m.group(1)), int(m.group(2)), 1)
+
+
+def is_eligible(month: _dt.date, today: _dt.date, after_days: int) -> bool:
+    """A month goes cold once its end (the 1st of the next month) is after_days old."""
+    return add_months(month, 1) <= cutoff(today, after_days)
+
+
+def eligible_on(month: _dt.date, after_days: int) -> _dt.date:
+    """The first day on which a month is cold-eligible."""
+    return add_months(month, 1) + _dt.timedelta(days=after_days)
+
+
+# A ledger row 'archived' whose count and checksum the archive step has not read back yet
+# (verified_at NULL: a run stopped between its move and its read-back; the next archive run
+# does it). Not exported until then: the file is verified against those figures.
+UNVERIFIED = "archived, not read back"
+
+
+@dataclasses.dataclass(frozen=True)
+class ColdPlan:
+    export: list        # [(month, partition)]: archived, attached, old enough; oldest first
+    unverified: list    # old enough, archived, but not yet read back: next run
+    unrecorded: list    # old enough and attached, but not archived in the ledger: left alone
+    missing: list       # archived in the ledger, but no partition in the archive table
+
+
+def plan_cold(ledger: dict, attached: dict, today: _dt.date, after_days: int,
+              only: _dt.date | None = None) -> ColdPlan:
+    """ledger: {month: state} of one table (UNVERIFIED for an archived month not yet read
+    back); attached: {month: partition} of its archive table.
+
+    Only a month with a verified count and checksum ('archived') can be checked against its
+    file, so only such months are exported; an old archive partition without one is reported,
+    not touched.
+    """
+    def due(m):
+        return (only is None or m == only) and is_eligible(m, today, after_days)
+    export = [(m, attached[m]) for m in sorted(attached)
+              if due(m) and ledger.get(m) == "archived"]
+    unverified = [m for m in sorted(attached) if due(m) and ledger.get(m) == UNVERIFIED]
+    unrecorded = [m for m in sorted(attached)
+                  if due(m) and ledger.get(m) not in ("archived", UNVERIFIED)]
+    missing = [m for m in sorted(ledger)
+               if (only is None or m == only) and ledger[m] in ("archived", UNVERIFIED)
+               and m not in attached]
+    return ColdPlan(export=export, unverified=unverified, unrecorded=unrecorded,
+                    missing=missing)
+
+
+@dataclasses.dataclass(frozen=True)
+class ColdPaths:
+    dir: str
+    data: str
+    manifest: str
+    data_tmp: str
+    manifest_tmp: str
+
+
+def cold_paths(cold_dir: str, table: str, month: _dt.date) -> ColdPaths:
+    """<cold_dir>/<table>/<table>_YYYY-MM.copy.zst and .manifest.json beside it; temporary
+    names start with a dot in the same directory (a rename within one file system is atomic)."""
+    if not _NAME_RE.match(table):
+        raise ValueError(f"table name {table!r} cannot be used in a file name")
+    if not os.path.isabs(cold_dir):
+        raise ValueError(f"cold_dir {cold_dir!r} is not an absolute path")
+    d = os.path.join(os.path.normpath(cold_dir), table)
+    base = f"{table}_{month_label(month)}"
+    data = os.path.join(d, base + ".copy.zst")
+    return ColdPaths(dir=d, data=data, manifest=manifest_path(data),
+                     data_tmp=os.path.join(d, "." + base + ".copy.zst.tmp"),
+                     manifest_tmp=os.path.join(d, "." + base + ".manifest.json.tmp"))
+
+
+def manifest_path(data_path: str) -> str:
+    """The manifest beside a cold file: <name>.copy.zst -> <name>.manifest.json."""
+    stem = data_path[:-len(".copy.zst")] if data_path.endswith(".copy.zst") else data_path
+    return stem + ".manifest.json"
+
+
+def restored_name(table: str, month: _dt.date) -> str:
+    """hub_restored's table for a month: v1_hub_work_allocations_p2025_08."""
+    return f"{table}_p{month.year:04d}_{month.month:02d}"
+
+
+def build_manifest(*, table: str, month: _dt.date, partition: str, control: str,
+                   columns: list, row_count: int, checksum: int, sha256: str, size: int,
+                   server_version: str, timezone: str, datestyle: str, exported_at: str,
+                   file_name: str) -> dict:
+    """What a person or a later tool needs to read the file without the database."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "table": table,
+        "month": month_label(month),
+        "range": [month.isoformat(), add_months(month, 1).isoformat()],
+        "partition": partition,
+        "control": control,
+        "file": file_name,
+        "content": f"PostgreSQL COPY text format, compressed with zstd -{ZSTD_LEVEL}",
+        "columns": [{"name": n, "type": t, "not_null": bool(nn)} for n, t, nn in columns],
+        "row_count": int(row_count),
+        "checksum": str(checksum),
+        "checksum_sql": CHECKSUM_SQL + " over ROW(columns)",
+        "timezone": timezone,
+        "datestyle": datestyle,
+        "sha256": sha256,
+        "bytes": int(size),
+        "server_version": server_version,
+        "exported_at": exported_at,
+        "hubctl": __version__,
+    }
+
+
+def manifest_problems(manifest: dict, *, table: str, month: _dt.date, row_count: int,
+                      checksum: int, sha256: str | None = None,
+                      size: int | None = None) -> list:
+    """How a manifest disagrees with what it should describe (empty if it agrees)."""
+    if not isinstance(manifest, dict):
+        return ["it is not a JSON object"]
+    problems = []
+    expected = {"format": MANIFEST_FORMAT, "table": table, "month": month_label(month),
+                "row_count": int(row_count), "checksum": str(checksum)}
+    if sha256 is not None:
+        expected["sha256"] = sha256
+    if size is not None:
+        expected["bytes"] = int(size)
+    for key, value in expected.items():
+        if manifest.get(key) != value:
+            problems.append(f"{key} is {manifest.get(key)!r}, expected {value!r}")
+    cols = manifest.get("columns")
+    if not isinstance(cols, list) or not cols or not all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in cols):
+        problems.append("columns are missing or malformed")
+    return problems
+
+
+def manifest_columns(manifest: dict) -> list:
+    return [c["name"] for c in manifest["columns"]]
+
+
+# --------------------------------------------------------------------------- files
+
+def sha256_of(path: str) -> tuple[str, int]:
+    """(hex sha256, size in bytes) of a file, read to its end."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dir(path: str) -> None:
+    """The table's directory under cold_dir (0750), its entry made durable."""
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o750, exist_ok=True)
+        fsync_dir(os.path.dirname(path))
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write and fsync a new file (an existing one is replaced: only temporary names come here)."""
+    text = json.dumps(data, indent=2) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ColdError(f"cannot read manifest {path}: {exc}") from None
+
+
+def remove_quietly(*paths: str) -> None:
+    for p in paths:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def zstd_command() -> str:
+    path = shutil.which("zstd")
+    if path is None:
+        raise JobAbort("the zstd command is not installed (apt-get install zstd; the "
+                       "maintenance role installs it)")
+    return path
+
+
+def _stderr_text(fh) -> str:
+    fh.seek(0)
+    return " ".join(fh.read().decode("utf-8", "replace").split())[-300:]
+
+
+# --------------------------------------------------------------------------- database parts
+
+def _checksum_query(sql, relation, columns):
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier("t", c) for c in columns))
+    return sql.SQL(
+        "SELECT count(*), "
+        "coalesce(sum(('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint), 0) "
+        "FROM ONLY {rel} AS t").format(row=row, rel=relation)
+
+
+def count_and_checksum(cur, relation, columns) -> tuple[int, int]:
+    """Row count and the archive's checksum of a whole relation, rows as ROW(columns)."""
+    from psycopg2 import sql
+    cur.execute(_checksum_query(sql, relation, columns))
+    count, checksum = cur.fetchone()
+    return int(count), int(checksum)
+
+
+def table_columns(cur, schema: str, name: str) -> list:
+    """[(name, type, not null)] of a table's columns, in their order."""
+    cur.execute("""
+        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+        FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum""", (_qualified(schema, name),))
+    return [tuple(r) for r in cur.fetchall()]
+
+
+def session_formats(cur) -> tuple[str, str, str]:
+    """(server_version, TimeZone, DateStyle) of this session."""
+    cur.execute("SELECT current_setting('server_version'), current_setting('TimeZone'), "
+                "current_setting('DateStyle')")
+    return tuple(cur.fetchone())
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerRow:
+    partition_name: str
+    row_count: int
+    checksum: int
+    state: str
+    cold_path: str | None
+    cold_bytes: int | None
+    cold_sha256: str | None
+    verified: bool          # count and checksum read back from the archive (verified_at)
+
+
+def ledger_row(cur, table: str, month: _dt.date) -> LedgerRow | None:
+    from psycopg2 import sql
+    cur.execute(sql.SQL("""
+        SELECT partition_name, row_count, checksum, state, cold_path, cold_bytes, cold_sha256,
+               verified_at IS NOT NULL
+        FROM {ledger} WHERE parent_table = %s AND month = %s""").format(
+        ledger=sql.Identifier(*LEDGER.split("."))), (table, month))
+    r = cur.fetchone()
+    if r is None:
+        return None
+    return LedgerRow(r[0], int(r[1]), int(r[2]), r[3], r[4], r[5], r[6], r[7])
+
+
+def ledger_states(cur, table: str) -> dict:
+    """{month: state} of a table's ledger rows; UNVERIFIED for 'archived' not read back."""
+    from psycopg2 import sql
+    cur.execute(sql.SQL("""
+        SELECT month, CASE WHEN state = 'archived' AND verified_at IS NULL THEN %s
+                           ELSE state END
+        FROM {ledger} WHERE parent_table = %s""").format(
+        ledger=sql.Identifier(*LEDGER.split("."))), (UNVERIFIED, table))
+    return {r[0]: r[1] for r in cur.fetchall()}
+
+
+def _qualified(schema: str, name: str) -> str:
+    return '"{}"."{}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
+
+
+def load_file(cur, zstd: str, path: str, relation, columns, freeze: bool = False) -> None:
+    """Decompress a cold file with zstd into relation (COPY FROM STDIN, text format).
+
+    Any failure (zstd cannot read the file, COPY rejects a line) raises ColdError; the caller's
+    transaction is then rolled back, leaving nothing loaded.
+    """
+    from psycopg2 import sql
+    copy = sql.SQL("COPY {rel} ({cols}) FROM STDIN{opts}").format(
+        rel=relation, cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        opts=sql.SQL(" WITH (FREEZE)") if freeze else sql.SQL(""))
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([zstd, "-d", "-q", "-c", "--", path], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=err, close_fds=True)
+        db_error = None
+        try:
+            cur.copy_expert(copy.as_string(cur.connection), proc.stdout)
+        except Exception as exc:
+            if not db.is_db_error(exc):
+                proc.kill()
+                raise
+            db_error = exc
+        finally:
+            proc.stdout.close()
+            rc = proc.wait()
+        if db_error is not None:
+            # COPY refused a line (often garbage from a damaged file); zstd may say more.
+            note = _stderr_text(err)
+            raise ColdError(f"{path} could not be loaded back: "
+                            f"{db.describe_error(db_error)[0]}"
+                            + (f" (zstd: {note})" if note else ""))
+        if rc != 0:
+            raise ColdError(f"{path} cannot be decompressed (zstd exit {rc}: "
+                            f"{_stderr_text(err) or 'no message'}): the file is damaged")
+
+
+def write_file(conn, zstd: str, relation, columns, path: str) -> None:
+    """COPY relation TO STDOUT through zstd into a new file at path, fsynced."""
+    from psycopg2 import sql
+    copy = sql.SQL("COPY {rel} ({cols}) TO STDOUT").format(
+        rel=relation, cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+    try:
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen([zstd, "-q", "-c", f"-{ZSTD_LEVEL}", "--check"],
+                                    stdin=subprocess.PIPE, stdout=fd, stderr=err, close_fds=True)
+            try:
+                with db.transaction(conn) as cur:
+                    cur.copy_expert(copy.as_string(conn), proc.stdin)
+                proc.stdin.close()
+            except BrokenPipeError:
+                # zstd stopped reading (a full disk, say): its own message says why.
+                rc = proc.wait()
+                raise ColdError(f"zstd stopped writing {path} (exit {rc}: "
+                                f"{_stderr_text(err) or 'no message'})") from None
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            rc = proc.wait()
+            if rc != 0:
+                raise ColdError(f"zstd failed writing {path} (exit {rc}: "
+                                f"{_stderr_text(err) or 'no message'})")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify_file(conn, zstd: str, path: str, like, columns, expected: tuple[int, int],
+                what: str) -> None:
+    """Read the file back into a TEMP table shaped like `like` and compare count and checksum
+    with expected (the ledger's); ColdError if they differ."""
+    from psycopg2 import sql
+    with db.transaction(conn) as cur:
+        cur.execute(sql.SQL("CREATE TEMP TABLE hub_cold_check (LIKE {like}) ON COMMIT DROP")
+                    .format(like=like))
+        tmp = sql.Identifier("hub_cold_check")
+        load_file(cur, zstd, path, tmp, columns)
+        found = count_and_checksum(cur, tmp, columns)
+    if found != tuple(expected):
+        raise ColdError(f"{what} {path} does not match the ledger: it holds {found[0]} rows "
+                        f"(checksum {found[1]}), the ledger says {expected[0]} "
+                        f"(checksum {expected[1]})")
+
+
+# --------------------------------------------------------------------------- export
+
+def run(job: Job) -> None:
+    """The daily step: every eligible month of every table."""
+    export(job)
+
+
+def export(job: Job, table: str | None = None, month: _dt.date | None = None) -> None:
+    """Export, verify and drop the cold-eligible months (of one table, or one month, if given).
+
+    A month that fails is reported and left as it was; the others still go. The job then
+    fails with every month's reason.
+    """
+    after_days = job.cfg.jobs.cold_after_days
+    if month is not None and not is_eligible(month, job.today, after_days):
+        raise JobAbort(f"{month_label(month)} is not cold-eligible on {job.today}: a month goes "
+                       f"cold once its end is {after_days} days old (cold_after_days), so on "
+                       f"{eligible_on(month, after_days)}; nothing done")
+    tables = managed_tables(job)[3]
+    if table is not None:
+        tables = [t for t in tables if t.name == table]
+        if not tables:
+            raise JobAbort(f"{table} is not a partitioned table in partman.part_config; "
+                           "nothing done")
+    zstd = None if job.dry_run else zstd_command()
+    failures = []
+    for t in tables:
+        with db.transaction(job.conn) as cur:
+            arch = read_partitions(cur, t.schema, t.name + "_archive")
+            if arch is None:
+                raise JobAbort(f"{t.name}_archive does not exist: apply the schema migrations")
+            states = ledger_states(cur, t.name)
+        plan = plan_cold(states, arch.months, job.today, after_days, only=month)
+        with job.step("cold_plan", table=t.name, cold_after_days=after_days,
+                      cutoff=cutoff(job.today, after_days)) as st:
+            st.set(eligible=len(plan.export))
+            if plan.export:
+                st.set(months=[month_label(m) for m, _ in plan.export])
+            if plan.unverified:
+                # The archive step reads them back (in the daily job, just before this step).
+                st.set(not_read_back=[month_label(m) for m in plan.unverified])
+            if plan.unrecorded:
+                st.need_attention(
+                    f"{t.name}_archive: {', '.join(month_label(m) for m in plan.unrecorded)} "
+                    "not exported: hub_archived_partitions has no 'archived' row (count and "
+                    "checksum) for them")
+            if plan.missing:
+                st.need_attention(
+                    f"{t.name}: hub_archived_partitions says "
+                    f"{', '.join(month_label(m) for m in plan.missing)} archived, but "
+                    f"{t.name}_archive has no partition for them")
+        if month is not None and not plan.export and month not in plan.unrecorded \
+                and month not in plan.unverified:
+            try:
+                _explicit_month_not_exported(job, t, month, states.get(month))
+            except ColdError as exc:
+                failures.append(str(exc))
+        for m, partition in plan.export:
+            try:
+                export_month(job, t, m, partition, zstd)
+            except (ColdError, OSError) as exc:  # recorded by its step; the next month goes on
+                failures.append(f"{t.name} {month_label(m)}: {exc}")
+    if failures:
+        raise JobAbort("; ".join(failures))
+
+
+def _explicit_month_not_exported(job, t, month, state) -> None:
+    """--month named a month this table cannot export: already cold is fine, else a failure."""
+    with job.step("cold_export", table=t.name, month=month_label(month)) as st:
+        if state == "cold":
+            st.set(already="cold")
+            st.rows = 0
+            return
+        reason = (f"{t.name} {month_label(month)} is not in {t.name}_archive "
+                  f"(ledger state: {state or 'no row'}); only archived months go cold")
+        raise ColdError(reason)
+
+
+def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
+                 zstd: str | None) -> None:
+    from psycopg2 import sql
+    conn = job.conn
+    paths = cold_paths(job.cfg.jobs.cold_dir, t.name, month)
+    part = sql.Identifier(t.schema, partition)
+    with job.step("cold_export", table=t.name, month=month_label(month),
+                  partition=partition) as st:
+        with db.transaction(conn) as cur:
+            row = ledger_row(cur, t.name, month)
+            if row is None or row.state != "archived" or not row.verified:
+                raise ColdError(f"ledger state is {row.state if row else 'missing'}"
+                                f"{'' if row is None or row.verified else ', not read back'}; "
+                                "only archived, read-back months go cold")
+            columns = table_columns(cur, t.schema, partition)
+            server_version, timezone, datestyle = session_formats(cur)
+        names = [c[0] for c in columns]
+        expected = (row.row_count, row.checksum)
+        st.rows = row.row_count
+        st.set(file=paths.data)
+        if job.dry_run:
+            exists = os.path.exists(paths.data)
+            st.set(would=("verify the existing file" if exists else "export and verify")
+                   + f", then drop {partition}")
+            st.outcome = DRY_RUN
+            return
+        make_dir(paths.dir)
+        exported_at = None
+        if os.path.exists(paths.data):
+            # An earlier run stopped after the rename: the file is kept only if it verifies.
+            try:
+                verify_file(conn, zstd, paths.data, part, names, expected, "existing file")
+            except ColdError as exc:
+                raise ColdError(f"{exc}; it is not overwritten: move {paths.data} and "
+                                f"{paths.manifest} away (or find out why) and run again") from None
+            sha256, size = sha256_of(paths.data)
+            if os.path.exists(paths.manifest):
+                manifest = read_manifest(paths.manifest)
+                problems = manifest_problems(manifest, table=t.name, month=month,
+                                             row_count=row.row_count, checksum=row.checksum,
+                                             sha256=sha256, size=size)
+                if problems:
+                    raise ColdError(f"manifest {paths.manifest} does not describe "
+                                    f"{paths.data}: {'; '.join(problems)}; move both away "
+                                    "and run again")
+                exported_at = manifest.get("exported_at")
+            else:
+                exported_at = now_iso()
+                write_json(paths.manifest_tmp, build_manifest(
+                    table=t.name, month=month, partition=partition, control=t.control,
+                    columns=columns, row_count=row.row_count, checksum=row.checksum,
+                    sha256=sha256, size=size, server_version=server_version,
+                    timezone=timezone, datestyle=datestyle, exported_at=exported_at,
+                    file_name=os.path.basename(paths.data)))
+                os.rename(paths.manifest_tmp, paths.manifest)
+                fsync_dir(paths.dir)
+            st.set(file_state="reused")
+        else:
+            if os.path.exists(paths.manifest):
+                raise ColdError(f"{paths.manifest} exists without {paths.data}; move it away "
+                                "and run again")
+            remove_quietly(paths.data_tmp, paths.manifest_tmp)
+            exported_at = now_iso()
+            try:
+                write_file(conn, zstd, part, names, paths.data_tmp)
+            except BaseException:
+                remove_quietly(paths.data_tmp)
+                raise
+            try:
+                verify_file(conn, zstd, paths.data_tmp, part, names, expected, "new file")
+            except ColdError as exc:
+                raise ColdError(f"{exc}; nothing was dropped: the month itself may differ from "
+                                "its ledger row (written to after the archive?); the file is "
+                                "kept for a look and written again by the next run") from None
+            sha256, size = sha256_of(paths.data_tmp)
+            write_json(paths.manifest_tmp, build_manifest(
+                table=t.name, month=month, partition=partition, control=t.control,
+                columns=columns, row_count=row.row_count, checksum=row.checksum,
+                sha256=sha256, size=size, server_version=server_version, timezone=timezone,
+                datestyle=datestyle, exported_at=exported_at,
+                file_name=os.path.basename(paths.data)))
+            os.rename(paths.data_tmp, paths.data)
+            os.rename(paths.manifest_tmp, paths.manifest)
+            fsync_dir(paths.dir)
+            st.set(file_state="written")
+        st.set(bytes=size, sha256=sha256)
+        db.retry_on_lock_timeout(st, lambda: _drop_once(
+            job, t, month, partition, names, expected, paths, size, sha256, exported_at))
+        st.set(dropped=partition)
+
+
+def _drop_once(job, t, month, partition, names, expected, paths, size, sha256,
+               exported_at) -> None:
+    """Lock, count again, detach, drop, mark cold: one transaction, all or nothing."""
+    from psycopg2 import sql
+    part = sql.Identifier(t.schema, partition)
+    with db.transaction(job.conn) as cur:
+        # SHARE: no one writes to the month from here to the commit; readers go on until the
+        # DETACH below takes its short exclusive lock.
+        cur.execute(sql.SQL("LOCK TABLE {part} IN SHARE MODE").format(part=part))
+        now = count_and_checksum(cur, part, names)
+        if now != tuple(expected):
+            raise ColdError(f"{partition} changed since it was archived: {now[0]} rows "
+                            f"(checksum {now[1]}), the ledger says {expected[0]} (checksum "
+                            f"{expected[1]}); the partition is kept, and {paths.data} with it")
+        cur.execute(sql.SQL("ALTER TABLE {arch} DETACH PARTITION {part}").format(
+            arch=sql.Identifier(t.schema, t.name + "_archive"), part=part))
+        cur.execute(sql.SQL("DROP TABLE {part}").format(part=part))
+        cur.execute(sql.SQL("""
+            UPDATE {ledger} SET state = 'cold', cold_path = %s, cold_bytes = %s,
+                cold_sha256 = %s, exported_at = %s, recorded_at = now()
+            WHERE parent_table = %s AND month = %s AND state = 'archived'""").format(
+            ledger=sql.Identifier(*LEDGER.split("."))),
+            (paths.data, size, sha256, exported_at, t.name, month))
+        if cur.rowcount != 1:
+            raise ColdError(f"the ledger row of {partition} is no longer 'archived'; rolled back")
+
+
+# --------------------------------------------------------------------------- restore
+
+def restore(job: Job, table: str, month: _dt.date) -> None:
+    """Load one cold month into hub_restored.<table>_pYYYY_MM, verified, or leave nothing."""
+    from psycopg2 import sql
+    conn = job.conn
+    label = month_label(month)
+    target = restored_name(table, month)
+    qualified = f"{RESTORE_SCHEMA}.{target}"
+    with job.step("cold_restore", table=table, month=label, target=qualified) as st:
+        tables = {t.name: t for t in managed_tables(job)[3]}
+        if table not in tables:
+            raise ColdError(f"{table} is not a partitioned table in partman.part_config")
+        t = tables[table]
+        with db.transaction(conn) as cur:
+            row = ledger_row(cur, table, month)
+            cur.execute("SELECT to_regnamespace(%s)", (RESTORE_SCHEMA,))
+            has_schema = cur.fetchone()[0] is not None
+            cur.execute("SELECT to_regclass(%s)", (_qualified(RESTORE_SCHEMA, target),))
+            exists = cur.fetchone()[0] is not None
+            archive_columns = table_columns(cur, t.schema, t.name + "_archive")
+            server_version, timezone, datestyle = session_formats(cur)
+        if row is None:
+            raise ColdError(f"hub_archived_partitions has no row for {table} {label}: that "
+                            "month was never archived")
+        if row.state != "cold":
+            where = (f"{table}_archive" if row.state == "archived" else table)
+            raise ColdError(f"{table} {label} is not cold (ledger state: {row.state}): it is "
+                            f"still in the database; query {where}")
+        if not has_schema:
+            raise ColdError(f"schema {RESTORE_SCHEMA} does not exist: apply the schema "
+                            "migrations (0006)")
+        if exists:
+            raise ColdError(f"{qualified} already exists (restored before): query it, or "
+                            f"DROP TABLE {qualified}; to restore it again")
+        path = row.cold_path
+        st.set(file=path)
+        if not os.path.isfile(path):
+            raise ColdError(f"the cold file {path} of {table} {label} is missing")
+        sha256, size = sha256_of(path)
+        if row.cold_sha256 is not None and sha256 != row.cold_sha256:
+            raise ColdError(f"{path} has sha256 {sha256}, the ledger recorded "
+                            f"{row.cold_sha256}: the file is damaged or not the one exported; "
+                            "nothing restored")
+        mpath = manifest_path(path)
+        if os.path.exists(mpath):
+            manifest = read_manifest(mpath)
+            problems = manifest_problems(manifest, table=table, month=month,
+                                         row_count=row.row_count, checksum=row.checksum,
+                                         sha256=sha256, size=size)
+            if problems:
+                raise ColdError(f"manifest {mpath} does not match {path} and the "
+                                f"ledger: {'; '.join(problems)}; nothing restored")
+            names = manifest_columns(manifest)
+            timezone = manifest.get("timezone") or timezone
+            datestyle = manifest.get("datestyle") or datestyle
+        else:
+            # The ledger's sha256 still proves the file; its columns are the archive table's.
+            names = [c[0] for c in archive_columns]
+            st.set(manifest="missing")
+        unknown = [n for n in names if n not in {c[0] for c in archive_columns}]
+        if unknown:
+            raise ColdError(f"{path} has columns {', '.join(unknown)} that {table}_archive no "
+                            "longer has; restore it by hand (see its manifest)")
+        st.rows = row.row_count
+        if job.dry_run:
+            st.set(would=f"create {qualified} and load {row.row_count} rows")
+            st.outcome = DRY_RUN
+            return
+        zstd = zstd_command()
+        rel = sql.Identifier(RESTORE_SCHEMA, target)
+        with db.transaction(conn) as cur:
+            cur.execute(sql.SQL(
+                "CREATE TABLE {rel} (LIKE {arch} INCLUDING CONSTRAINTS INCLUDING INDEXES "
+                "INCLUDING STORAGE INCLUDING COMPRESSION)").format(
+                rel=rel, arch=sql.Identifier(t.schema, t.name + "_archive")))
+            # The row text (so the checksum) of timestamptz depends on these: the export's.
+            cur.execute("SELECT set_config('TimeZone', %s, true), "
+                        "set_config('DateStyle', %s, true)", (timezone, datestyle))
+            # FREEZE: the table is new in this transaction, so its rows need no later freeze.
+            load_file(cur, zstd, path, rel, names, freeze=True)
+            found = count_and_checksum(cur, rel, names)
+            if found != (row.row_count, row.checksum):
+                raise ColdError(f"{path} loaded {found[0]} rows (checksum {found[1]}), the "
+                                f"ledger says {row.row_count} (checksum {row.checksum}); "
+                                "rolled back, nothing restored")
+            cur.execute(sql.SQL("COMMENT ON TABLE {rel} IS {text}").format(
+                rel=rel, text=sql.Literal(
+                    f"{label} of {table}, restored by hubctl cold restore on {job.today} from "
+                    f"{path} ({row.row_count} rows, verified); drop it when done")))
+            cur.execute(sql.SQL("ANALYZE {rel}").format(rel=rel))
+        st.set(restored=qualified, checksum=str(row.checksum))

@@ -1,0 +1,207 @@
+"""Cold storage on real data: an archived month goes to a verified file, and comes back.
+
+Runs after test_3 (file order), which left the oldest month of v1_hub_work_allocations in
+v1_hub_work_allocations_archive with 101 rows, 'archived' in hub_archived_partitions. Time moves
+to the day that month has been over for 365 days. Checked as an operator would: a damaged file
+is refused before anything is dropped, the file and its manifest, the ledger, the partition
+gone, a restore into hub_restored with the ledger's count and checksum, a damaged copy refused
+by the restore. The restored table is dropped at the end, as docs/operations.md says."""
+
+import datetime
+import json
+import shlex
+
+import pytest
+from conftest import psql, psql_as
+
+HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
+TABLE = "v1_hub_work_allocations"
+COLD_DIR = "/var/lib/hub/cold"
+CHECKSUM = "coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
+
+
+@pytest.fixture(scope="module")
+def month(host):
+    """The month test_3 archived, what the ledger says of it, and the day it goes cold."""
+    first = psql(host, f"SELECT min(month) FROM hub_archived_partitions WHERE parent_table = '{TABLE}' AND state = 'archived'")
+    assert first, "no archived month of v1_hub_work_allocations: test_3_archive must run first"
+    start = datetime.date.fromisoformat(first)
+    end = (start.replace(day=28) + datetime.timedelta(days=4)).replace(day=1)
+    partition, rows, checksum = psql(
+        host,
+        "SELECT concat_ws(' ', partition_name, row_count, checksum) FROM hub_archived_partitions "
+        f"WHERE parent_table = '{TABLE}' AND month = '{start}'",
+    ).split()
+    label = f"{start:%Y-%m}"
+    path = f"{COLD_DIR}/{TABLE}/{TABLE}_{label}.copy.zst"
+    return {
+        "start": start,
+        "end": end,
+        "label": label,
+        "today": end + datetime.timedelta(days=365),
+        "partition": partition,
+        "rows": int(rows),
+        "checksum": checksum,
+        "path": path,
+        "manifest": path.replace(".copy.zst", ".manifest.json"),
+        "restored": f"hub_restored.{TABLE}_p{start:%Y_%m}",
+    }
+
+
+def ledger(host, start) -> dict:
+    return json.loads(
+        psql(
+            host,
+            "SELECT row_to_json(l) FROM (SELECT row_count, checksum, state, cold_path, cold_bytes, cold_sha256, "
+            f"exported_at IS NOT NULL AS exported FROM hub_archived_partitions WHERE parent_table = '{TABLE}' "
+            f"AND month = '{start}') l",
+        )
+    )
+
+
+def attached(host, partition) -> bool:
+    return psql(host, f"SELECT to_regclass('{partition}') IS NOT NULL") == "t"
+
+
+def flip_a_byte(host, path):
+    """Flip one bit in the middle of a file, as a failing disk would."""
+    script = "import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[len(b) // 2] ^= 1; open(p, 'wb').write(b)"
+    result = host.run(f"python3 -c {shlex.quote(script)} {shlex.quote(path)}")
+    assert result.rc == 0, result.stderr
+
+
+def test_bad_input_exits_2_and_changes_nothing(host, month):
+    before = ledger(host, month["start"])
+    for args in ("cold restore 2025-13", f"cold export --table no_such_table --today {month['today']}", "cold thaw"):
+        result = host.run(f"{HUBCTL} {args}")
+        assert result.rc == 2, result.stdout + result.stderr
+    assert ledger(host, month["start"]) == before
+
+
+def test_a_month_not_old_enough_is_refused(host, month):
+    day_before = month["today"] - datetime.timedelta(days=1)
+    result = host.run(f"{HUBCTL} cold export --month {month['label']} --today {day_before}")
+    assert result.rc == 1, result.stdout + result.stderr
+    assert "is not cold-eligible" in result.stdout
+    assert attached(host, month["partition"])
+    assert ledger(host, month["start"])["state"] == "archived"
+
+
+def test_dry_run_lists_the_month_and_changes_nothing(host, month):
+    runs = "SELECT count(*) FROM hub_job_runs"
+    before = psql(host, runs)
+    result = host.run(f"{HUBCTL} --dry-run --today {month['today']} cold export")
+    assert result.rc == 0, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if "step=cold_export" in line and f"table={TABLE} " in line)
+    assert f"month={month['label']}" in line and "would=" in line and "outcome=dry-run" in line
+    assert psql(host, runs) == before
+    assert not host.file(month["path"]).exists
+    assert attached(host, month["partition"])
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "one row missing"])
+def test_a_file_that_does_not_verify_is_kept_and_nothing_is_dropped(host, month, damage):
+    """A file already at the final name (as an interrupted run leaves it) is read back before
+    the partition is dropped; a damaged one stops the export and is not overwritten."""
+    directory = f"{COLD_DIR}/{TABLE}"
+    assert host.run(f"install -d -o hubmaint -g hubmaint -m 0750 {directory}").rc == 0
+    copy = f"sudo -u postgres psql -XAtq -d hub -c {shlex.quote('COPY ' + month['partition'] + ' TO STDOUT')}"
+    keep = "cat" if damage == "flipped byte" else "sed 1d"
+    made = host.run(f"{copy} | {keep} | zstd -q -c > {month['path']}")
+    assert made.rc == 0, made.stderr
+    if damage == "flipped byte":
+        flip_a_byte(host, month["path"])
+    planted = host.file(month["path"]).sha256sum
+    try:
+        result = host.run(f"{HUBCTL} cold export --today {month['today']} --table {TABLE}")
+        assert result.rc == 1, result.stdout + result.stderr
+        assert "it is not overwritten" in result.stdout
+        if damage == "one row missing":
+            assert f"it holds {month['rows'] - 1} rows" in result.stdout
+        assert host.file(month["path"]).sha256sum == planted
+        assert attached(host, month["partition"])
+        assert ledger(host, month["start"])["state"] == "archived"
+        assert psql(host, f"SELECT count(*) FROM {month['partition']}") == str(month["rows"])
+    finally:
+        # What the alert tells the operator to do: move the file away, run again.
+        host.run(f"rm -f {month['path']} {month['manifest']}")
+
+
+def test_export_writes_a_verified_file_then_drops_the_partition(host, month):
+    result = host.run(f"{HUBCTL} cold export --today {month['today']}")
+    assert result.rc == 0, result.stdout + result.stderr
+    line = next(line for line in result.stdout.splitlines() if "step=cold_export" in line and f"table={TABLE} " in line)
+    assert f"month={month['label']}" in line and "file_state=written" in line
+    assert f"dropped={month['partition']}" in line and f"rows={month['rows']}" in line
+
+    data = host.file(month["path"])
+    assert data.exists and data.user == "hubmaint" and data.mode == 0o640
+    manifest = json.loads(host.file(month["manifest"]).content_string)
+    assert manifest["table"] == TABLE and manifest["month"] == month["label"]
+    assert manifest["row_count"] == month["rows"] and manifest["checksum"] == month["checksum"]
+    assert manifest["sha256"] == data.sha256sum and manifest["bytes"] == data.size
+    assert [c["name"] for c in manifest["columns"]][:2] == ["allocation_key", "allocated_at"]
+    # The file is plain COPY text once decompressed: readable without hubctl.
+    assert host.run(f"zstd -dc {month['path']} | wc -l").stdout.strip() == str(month["rows"])
+
+    entry = ledger(host, month["start"])
+    assert entry["state"] == "cold" and entry["cold_path"] == month["path"]
+    assert entry["cold_sha256"] == data.sha256sum and entry["cold_bytes"] == data.size
+    assert entry["exported"] is True
+    assert (entry["row_count"], entry["checksum"]) == (month["rows"], month["checksum"])
+    assert not attached(host, month["partition"])
+    rows = psql(
+        host,
+        f"SELECT count(*) FROM {TABLE}_archive WHERE work_date >= '{month['start']}' AND work_date < '{month['end']}'",
+    )
+    assert rows == "0"
+    assert host.file(f"{COLD_DIR}/{TABLE}").mode == 0o750
+    assert not host.run(f"ls -A {COLD_DIR}/{TABLE} | grep tmp").stdout
+
+
+def test_a_second_export_changes_nothing(host, month):
+    before = (ledger(host, month["start"]), host.file(month["path"]).sha256sum)
+    result = host.run(f"{HUBCTL} cold export --today {month['today']}")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "step=cold_export" not in result.stdout
+    assert (ledger(host, month["start"]), host.file(month["path"]).sha256sum) == before
+
+
+def test_restore_gives_back_the_same_rows(host, month):
+    result = host.run(f"{HUBCTL} cold restore {month['label']} --today {month['today']}")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert f"restored={month['restored']}" in result.stdout
+    assert psql(host, f"SELECT count(*) || ' ' || {CHECKSUM} FROM {month['restored']} t") == (
+        f"{month['rows']} {month['checksum']}"
+    )
+    # The reporting role can read it; the application cannot.
+    readonly = psql_as(host, "hub_readonly", f"SELECT count(*) FROM {month['restored']}")
+    assert readonly.rc == 0 and readonly.stdout.strip() == str(month["rows"]), readonly.stderr
+    app = psql_as(host, "hub_app", f"SELECT count(*) FROM {month['restored']}")
+    assert app.rc != 0 and "permission denied" in app.stderr
+
+
+def test_restoring_twice_is_refused(host, month):
+    result = host.run(f"{HUBCTL} cold restore {month['label']} --today {month['today']}")
+    assert result.rc == 1, result.stdout + result.stderr
+    assert "already exists" in result.stdout and f"DROP TABLE {month['restored']}" in result.stdout
+    assert psql(host, f"SELECT count(*) FROM {month['restored']}") == str(month["rows"])
+
+
+def test_a_damaged_copy_is_not_restored(host, month):
+    psql(host, f"DROP TABLE {month['restored']}")
+    original = month["path"] + ".orig"
+    assert host.run(f"cp -p {month['path']} {original}").rc == 0
+    try:
+        flip_a_byte(host, month["path"])
+        result = host.run(f"{HUBCTL} cold restore {month['label']} --today {month['today']}")
+        assert result.rc == 1, result.stdout + result.stderr
+        assert "has sha256" in result.stdout and "nothing restored" in result.stdout
+        assert psql(host, f"SELECT to_regclass('{month['restored']}') IS NULL") == "t"
+    finally:
+        assert host.run(f"mv {original} {month['path']}").rc == 0
+    # With the good file back, the restore works; the operator drops the table when done.
+    result = host.run(f"{HUBCTL} cold restore {month['label']} --today {month['today']}")
+    assert result.rc == 0, result.stdout + result.stderr
+    psql(host, f"DROP TABLE {month['restored']}")
+    assert ledger(host, month["start"])["state"] == "cold"
