@@ -6,6 +6,11 @@ table and from v1_hub_work_allocations_archive (UNION ALL; a month is in exactly
 them), so a rerun for an archived month still works. A day without rows gets a row of zeros
 with a NULL average. created_at is set again on each rewrite: it says when the numbers were
 computed.
+
+A day of a month that is in a cold file (hub_archived_partitions state 'cold') is not in the
+database any more: its stats row is kept as it is and the step fails for that day, rather than
+writing zeros over figures that can no longer be recomputed (`hubctl cold restore` brings the
+rows back for a look, into hub_restored).
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ from __future__ import annotations
 import datetime as _dt
 
 from hubctl import db
-from hubctl.jobs import DRY_RUN, Job
+from hubctl.jobs import DRY_RUN, Job, JobAbort
+
+_COLD_MONTH = """
+    SELECT 1 FROM public.hub_archived_partitions
+    WHERE parent_table = 'v1_hub_work_allocations' AND state = 'cold'
+      AND month = date_trunc('month', %(day)s::date)::date
+"""
 
 _DAY_ROWS = """
     SELECT status, execution_time_ms, client_id, keyword
@@ -55,19 +66,34 @@ _LOG_NAMES = ("total", "completed", "expired", "avg_ms", "clients", "keywords")
 
 
 def rollup(job: Job, days: list[_dt.date]) -> None:
-    """One step (and one transaction) per day."""
+    """One step (and one transaction) per day; a cold day fails its own step only."""
     conn = job.conn
+    cold = []
     for day in days:
-        with job.step("stats", date=day) as st:
-            with db.transaction(conn) as cur:
-                cur.execute(PREVIEW if job.dry_run else UPSERT, {"day": day})
-                values = cur.fetchone()
-            st.set(**dict(zip(_LOG_NAMES, values)))
-            if job.dry_run:
-                st.rows = 0
-                st.outcome = DRY_RUN
-            else:
-                st.rows = 1
+        try:
+            _rollup_day(job, conn, day)
+        except JobAbort:
+            cold.append(day)
+    if cold:
+        raise JobAbort(f"{len(cold)} day(s) in cold months not rolled up ({cold[0]} .. "
+                       f"{cold[-1]}); their stats rows are kept as they were")
+
+
+def _rollup_day(job: Job, conn, day: _dt.date) -> None:
+    with job.step("stats", date=day) as st:
+        with db.transaction(conn) as cur:
+            cur.execute(_COLD_MONTH, {"day": day})
+            if cur.fetchone() is not None:
+                raise JobAbort(f"{day:%Y-%m} is in a cold file, not in the database: its "
+                               "stats row is kept as it was")
+            cur.execute(PREVIEW if job.dry_run else UPSERT, {"day": day})
+            values = cur.fetchone()
+        st.set(**dict(zip(_LOG_NAMES, values)))
+        if job.dry_run:
+            st.rows = 0
+            st.outcome = DRY_RUN
+        else:
+            st.rows = 1
 
 
 def yesterday(job: Job) -> None:
