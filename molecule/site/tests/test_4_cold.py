@@ -93,8 +93,12 @@ def test_dry_run_lists_the_month_and_changes_nothing(host, month):
     before = psql(host, runs)
     result = host.run(f"{HUBCTL} --dry-run --today {month['today']} cold export")
     assert result.rc == 0, result.stdout + result.stderr
-    line = next(line for line in result.stdout.splitlines() if "step=cold_export" in line and f"table={TABLE} " in line)
-    assert f"month={month['label']}" in line and "would=" in line and "outcome=dry-run" in line
+    line = next(
+        line
+        for line in result.stdout.splitlines()
+        if "step=cold_export" in line and f"table={TABLE} " in line and f"month={month['label']}" in line
+    )
+    assert "would=" in line and "outcome=dry-run" in line
     assert psql(host, runs) == before
     assert not host.file(month["path"]).exists
     assert attached(host, month["partition"])
@@ -131,8 +135,12 @@ def test_a_file_that_does_not_verify_is_kept_and_nothing_is_dropped(host, month,
 def test_export_writes_a_verified_file_then_drops_the_partition(host, month):
     result = host.run(f"{HUBCTL} cold export --today {month['today']}")
     assert result.rc == 0, result.stdout + result.stderr
-    line = next(line for line in result.stdout.splitlines() if "step=cold_export" in line and f"table={TABLE} " in line)
-    assert f"month={month['label']}" in line and "file_state=written" in line
+    line = next(
+        line
+        for line in result.stdout.splitlines()
+        if "step=cold_export" in line and f"table={TABLE} " in line and f"month={month['label']}" in line
+    )
+    assert "file_state=written" in line
     assert f"dropped={month['partition']}" in line and f"rows={month['rows']}" in line
 
     data = host.file(month["path"])
