@@ -64,6 +64,15 @@ def attached(host, partition) -> bool:
     return psql(host, f"SELECT to_regclass('{partition}') IS NOT NULL") == "t"
 
 
+def export_line(result, month) -> str:
+    """The cold_export log line of the month (other months may be eligible too)."""
+    return next(
+        line
+        for line in result.stdout.splitlines()
+        if "step=cold_export" in line and f"table={TABLE} " in line and f"month={month['label']}" in line
+    )
+
+
 def flip_a_byte(host, path):
     """Flip one bit in the middle of a file, as a failing disk would."""
     script = "import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read()); b[len(b) // 2] ^= 1; open(p, 'wb').write(b)"
@@ -93,11 +102,7 @@ def test_dry_run_lists_the_month_and_changes_nothing(host, month):
     before = psql(host, runs)
     result = host.run(f"{HUBCTL} --dry-run --today {month['today']} cold export")
     assert result.rc == 0, result.stdout + result.stderr
-    line = next(
-        line
-        for line in result.stdout.splitlines()
-        if "step=cold_export" in line and f"table={TABLE} " in line and f"month={month['label']}" in line
-    )
+    line = export_line(result, month)
     assert "would=" in line and "outcome=dry-run" in line
     assert psql(host, runs) == before
     assert not host.file(month["path"]).exists
@@ -135,11 +140,7 @@ def test_a_file_that_does_not_verify_is_kept_and_nothing_is_dropped(host, month,
 def test_export_writes_a_verified_file_then_drops_the_partition(host, month):
     result = host.run(f"{HUBCTL} cold export --today {month['today']}")
     assert result.rc == 0, result.stdout + result.stderr
-    line = next(
-        line
-        for line in result.stdout.splitlines()
-        if "step=cold_export" in line and f"table={TABLE} " in line and f"month={month['label']}" in line
-    )
+    line = export_line(result, month)
     assert "file_state=written" in line
     assert f"dropped={month['partition']}" in line and f"rows={month['rows']}" in line
 
