@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # No __pycache__ in hubctl/, which the maintenance role copies to the hosts as it is.
 export PYTHONDONTWRITEBYTECODE := 1
 RELEASES ?= 12 13
-SCENARIOS ?= preflight host postgresql site
+SCENARIOS ?= preflight host postgresql site convert
 
 .PHONY: help venv engine images lab lab-down lab-shell lab-psql lint test-python molecule test
 

@@ -14,6 +14,7 @@ import sys
 from typing import Callable
 
 from hubctl import __version__, archive, cold, daily, jobs, partitions, stats, status
+from hubctl import convert
 from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
 from hubctl.dates import parse_date, resolve_stats_days
 
@@ -125,6 +126,9 @@ COMMANDS = {c.name: c for c in (
             add_arguments=_cold_args, body=_cold_body),
     Command("daily", "the 03:00 job: archive, cold export, partitions, then yesterday's stats",
             body=lambda args: daily.run),
+    Command("convert", "convert the seed's plain v1_hub_work_allocations into the partitioned "
+            "table while the application writes (phases of playbooks/migrate-partitioned.yml)",
+            add_arguments=convert.add_arguments, run=convert.run),
     Command("status", "show last runs, default-partition rows, partitions ahead, latest "
             "stats (read-only)", add_arguments=_status_args, run=_status_run),
 )}

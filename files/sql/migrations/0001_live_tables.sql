@@ -14,9 +14,10 @@ DO $$
 BEGIN
     -- A database that already has the seed's non-partitioned table is converted by
     -- playbooks/migrate-partitioned.yml; fail here with that advice rather than with
-    -- "relation already exists".
-    IF to_regclass('public.v1_hub_work_allocations') IS NOT NULL THEN
-        RAISE EXCEPTION 'public.v1_hub_work_allocations already exists and was not made by these migrations'
+    -- "relation already exists". The test is on the schema the tables are created in (the
+    -- first of search_path: public, or hub_convert while that playbook builds the new tables).
+    IF to_regclass(quote_ident(current_schema()) || '.v1_hub_work_allocations') IS NOT NULL THEN
+        RAISE EXCEPTION '%.v1_hub_work_allocations already exists and was not made by these migrations', current_schema()
             USING HINT = 'Convert the existing table with playbooks/migrate-partitioned.yml.';
     END IF;
 END
