@@ -73,8 +73,9 @@ BATCH_BLOCKS = 2048         # 16 MB of the legacy heap per copy transaction
 TAIL_BLOCKS = 128           # newest part of the legacy heap re-checked under the swap's lock
 PROGRESS_EVERY_S = 5.0
 VERIFY_ATTEMPTS = 3
-LOCK_RETRY_PAUSES = (2, 5, 10)
-LOCK_NOT_AVAILABLE = "55P03"
+# The maintenance jobs' lock_timeout retry (db.py), also for the swap.
+LOCK_RETRY_PAUSES = db.LOCK_RETRY_PAUSES
+LOCK_NOT_AVAILABLE = db.LOCK_NOT_AVAILABLE
 
 PHASES = ("check", "prepare", "verify", "swap", "rollback", "finalize", "finish", "status")
 # Stages, in order; 'absent' and 'partitioned' mean there is nothing to convert.
@@ -397,7 +398,6 @@ def _state_columns(state: dict) -> list[Column]:
 def check_compatible(cx: Conversion) -> tuple[list[Column], list[str]]:
     """The common columns, or Refused listing every reason the legacy table cannot be
     converted as it is. Reads and rolls back only."""
-    sql = _sql()
     rel = Relations.before_swap()
     problems, warnings = [], []
     with cx.tx() as cur:

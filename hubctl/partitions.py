@@ -193,13 +193,8 @@ def run(job: Job) -> None:
         check_default(job, t)
 
 
-# Kept here too for callers that know them by this module.
-LOCK_RETRY_PAUSES = db.LOCK_RETRY_PAUSES
-LOCK_NOT_AVAILABLE = db.LOCK_NOT_AVAILABLE
-
-
 def ensure_table(job: Job, t: LiveTable, major: int, partman_schema: str,
-                 version: str, pauses=LOCK_RETRY_PAUSES) -> None:
+                 version: str, pauses=db.LOCK_RETRY_PAUSES) -> None:
     with job.step("partitions", table=t.name) as st:
         db.retry_on_lock_timeout(
             st, lambda: _ensure_table_once(job, st, t, major, partman_schema, version), pauses)
