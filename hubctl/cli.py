@@ -13,7 +13,7 @@ import datetime as _dt
 import sys
 from typing import Callable
 
-from hubctl import __version__, archive, cold, daily, jobs, partitions, stats, status
+from hubctl import __version__, archive, backup, cold, daily, jobs, partitions, stats, status
 from hubctl import convert
 from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
 from hubctl.dates import parse_date, resolve_stats_days
@@ -131,6 +131,12 @@ COMMANDS = {c.name: c for c in (
             add_arguments=convert.add_arguments, run=convert.run),
     Command("status", "show last runs, default-partition rows, partitions ahead, latest "
             "stats (read-only)", add_arguments=_status_args, run=_status_run),
+    Command("backup", "pgBackRest: full|incr (repo1), offsite (repo2, on the off-site host), "
+            "expire, verify", add_arguments=lambda p: backup.add_arguments(p, _global_options),
+            body=backup.body),
+    Command("backup-status", "age and health of the newest backup in each pgBackRest "
+            "repository (read-only)", add_arguments=backup.status_arguments,
+            run=backup.status_run),
 )}
 
 

@@ -238,18 +238,19 @@ class RunRecorder:
         return self.conn.cursor()
 
     def start(self, detail: dict) -> tuple[int, list[int]]:
-        """Close runs left 'running' by a killed process (we hold the one lock of all hubctl
-        jobs, so none is alive), then insert ours. Each statement commits on its own."""
+        """Close runs of this host left 'running' by a killed process (we hold the one lock of
+        all hubctl jobs on this host, so none is alive; the off-site host records its backup
+        runs here too, under its own lock), then insert ours. Each statement commits on its own."""
         from psycopg2.extras import Json
         with self._cur() as cur:
             cur.execute("""
                 UPDATE public.hub_job_runs
                 SET outcome = 'failed', finished_at = now(),
                     detail = coalesce(detail, '{}'::jsonb) || jsonb_build_object('error', %s::text)
-                WHERE outcome = 'running'
+                WHERE outcome = 'running' AND coalesce(detail->>'host', %s) = %s
                 RETURNING id""",
                 (f"abandoned: its process ended without closing the run; closed by the next "
-                 f"hubctl run ({self.job})",))
+                 f"hubctl run ({self.job})", socket.gethostname(), socket.gethostname()))
             stale = sorted(r[0] for r in cur.fetchall())
             cur.execute("INSERT INTO public.hub_job_runs (job, detail) VALUES (%s, %s) "
                         "RETURNING id", (self.job, Json(detail, dumps=_dumps)))

@@ -1,0 +1,357 @@
+"""Backups as the operator checks them: files and schedules, then the jobs run for real, their
+backups in both repositories, WAL in both, a restore from repo1 with a row only WAL carries,
+the busy refusal, and bad inputs stopped by the preflight."""
+
+import json
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import testinfra
+from conftest import SECRETS, psql
+
+HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
+ALERTS = "/var/log/hub/alerts.log"
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+
+
+def _host_of(group: str):
+    hosts = testinfra.get_hosts([f"ansible://{group}"], ansible_inventory=INVENTORY)
+    assert hosts, f"no host in group {group}"
+    return hosts[0]
+
+
+@pytest.fixture(scope="module")
+def hub():
+    return _host_of("hub_db")
+
+
+@pytest.fixture(scope="module")
+def offsite():
+    return _host_of("backup_offsite")
+
+
+def passphrase() -> str:
+    return (SECRETS / "backup_repo_cipher_pass").read_text().split()[0]
+
+
+def info(host) -> dict:
+    result = host.run("sudo -u postgres pgbackrest --stanza=hub --output=json info")
+    assert result.rc == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+def backups(host, repo: int, kind: str | None = None) -> list[dict]:
+    return [b for b in info(host).get("backup", [])
+            if b["database"]["repo-key"] == repo and (kind is None or b["type"] == kind)]
+
+
+def wal_max(host, repo: int) -> str | None:
+    for a in info(host).get("archive", []):
+        if a["database"]["repo-key"] == repo:
+            return a.get("max")
+    return None
+
+
+def job(host, args: str):
+    return host.run(f"{HUBCTL} {args}")
+
+
+def last_run(hub, name: str) -> list[str]:
+    return psql(hub, f"SELECT outcome, detail->>'host' FROM hub_job_runs WHERE job = '{name}' "
+                     "ORDER BY id DESC LIMIT 1").split("|")
+
+
+def alerts(host) -> str:
+    return host.file(ALERTS).content_string if host.file(ALERTS).exists else ""
+
+
+def switch_wal_and_wait(hub) -> str:
+    """Close the current WAL segment and wait until PostgreSQL reports it archived."""
+    segment = psql(hub, "SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
+    for _ in range(120):
+        done = psql(hub, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", db="postgres")
+        if done >= segment:
+            return segment
+        time.sleep(1)
+    raise AssertionError(f"WAL segment {segment} was not archived within 120 s")
+
+
+# --------------------------------------------------------------------------- files and schedules
+
+def test_configuration_is_readable_by_postgres_only(hub, offsite):
+    for host in (hub, offsite):
+        conf = host.file("/etc/pgbackrest/pgbackrest.conf")
+        assert (conf.user, conf.group, conf.mode) == ("postgres", "postgres", 0o640)
+        key = host.file("/etc/pgbackrest/tls/host.key")
+        assert (key.user, key.mode) == ("postgres", 0o600)
+    for host, path in ((hub, "/var/lib/pgbackrest"), (offsite, "/var/lib/pgbackrest-offsite")):
+        repo = host.file(path)
+        assert repo.user == "postgres" and repo.mode & 0o007 == 0, oct(repo.mode)
+        assert host.run(f"find {path} ! -type l -perm /o=rwx | head -n 1").stdout == ""
+        assert not host.file("/etc/pgbackrest.conf").exists
+
+
+def test_the_passphrase_is_only_in_the_two_configuration_files(hub, offsite):
+    secret = passphrase()
+    for host in (hub, offsite):
+        conf = host.run("sudo cat /etc/pgbackrest/pgbackrest.conf").stdout
+        assert secret in conf and "repo2-cipher-type=aes-256-cbc" in conf
+        found = host.run(f"grep -rlF -- {shlex.quote(secret)} /etc/cron.d /etc/hub /var/log /etc/sudoers.d /etc/postgresql")
+        assert found.stdout.strip() == "", found.stdout
+
+
+def test_both_tls_servers_run(hub, offsite):
+    for host in (hub, offsite):
+        service = host.service("pgbackrest")
+        assert service.is_running and service.is_enabled
+        assert host.socket("tcp://0.0.0.0:8432").is_listening
+
+
+def test_postgresql_archives_through_pgbackrest(hub):
+    assert psql(hub, "SHOW archive_mode") == "on"
+    assert psql(hub, "SHOW archive_command") == "pgbackrest --stanza=hub archive-push %p"
+    conf = hub.file("/etc/pgbackrest/pgbackrest.conf").content_string
+    assert "archive-async=y" in conf and "archive-push-queue-max=256MiB" in conf
+
+
+def test_cron_runs_the_backup_schedule(hub, offsite):
+    def entries(host):
+        cron = host.file("/etc/cron.d/hub-backup")
+        assert cron.user == "root" and cron.mode == 0o644
+        lines = [l.split(None, 6) for l in cron.content_string.splitlines() if l and not l.startswith("#")]
+        return {f[6].split()[2]: f for f in lines}
+    on_hub = entries(hub)
+    assert on_hub["incr"][:6] == ["0", "1", "*", "*", "1-6", "hubmaint"]
+    assert on_hub["full"][:6] == ["0", "4", "*", "*", "0", "hubmaint"]
+    assert on_hub["verify"][:6] == ["0", "5", "*", "*", "3", "hubmaint"]
+    assert on_hub["full"][6] == ("/usr/local/bin/hubctl backup full --stanza hub "
+                                 ">> /var/log/hub/backup-full.log 2>&1")
+    on_offsite = entries(offsite)
+    assert on_offsite["offsite"][:6] == ["0", "6", "1", "*", "*", "hubmaint"]
+    assert on_offsite["verify"][:6] == ["0", "6", "*", "*", "4", "hubmaint"]
+
+
+def test_stanza_exists_in_both_repositories(hub):
+    status = info(hub)["repo"]
+    assert sorted(r["key"] for r in status) == [1, 2]
+    for repo in status:
+        assert repo["status"]["code"] in (0, 2), repo  # ok, or no backup yet
+    assert {r["key"]: r["cipher"] for r in status}[2] == "aes-256-cbc"
+
+
+# --------------------------------------------------------------------------- the jobs, for real
+
+def test_full_then_incremental_backup_to_repo1_with_run_records(hub):
+    psql(hub, "CREATE TABLE IF NOT EXISTS backup_marker (note text PRIMARY KEY)", db="postgres")
+    psql(hub, "INSERT INTO backup_marker VALUES ('before-full') ON CONFLICT DO NOTHING", db="postgres")
+    result = job(hub, "backup full")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "step=backup repo=1 type=full" in result.stdout and "step=expire" in result.stdout
+    assert last_run(hub, "backup-full") == ["ok", hub.check_output("hostname")]
+    fulls = backups(hub, 1, "full")
+    assert fulls
+
+    psql(hub, "INSERT INTO backup_marker VALUES ('after-full') ON CONFLICT DO NOTHING", db="postgres")
+    result = job(hub, "backup incr")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert last_run(hub, "backup-incr")[0] == "ok"
+    incr = backups(hub, 1, "incr")
+    assert incr and incr[-1]["reference"] and fulls[-1]["label"] in incr[-1]["reference"]
+
+
+SAMPLER = ("nohup sh -c 'for i in $(seq 1 3000); do cat /proc/[0-9]*/cmdline 2>/dev/null "
+           "| tr \"\\0\" \" \"; echo; sleep 0.05; done' > /root/cmdlines.txt 2>/dev/null & echo $!")
+
+
+def test_offsite_full_to_repo2_is_recorded_in_the_hubs_database(hub, offsite):
+    # Every process's arguments on both hosts are sampled while the backup runs; the
+    # passphrase must be in none of them.
+    samplers = {h: h.check_output(SAMPLER) for h in (hub, offsite)}
+    try:
+        result = job(offsite, "backup offsite")
+    finally:
+        for h, pid in samplers.items():
+            h.run(f"kill {pid}")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "step=backup repo=2 type=full" in result.stdout
+    secret = passphrase()
+    for h in (hub, offsite):
+        seen = h.file("/root/cmdlines.txt").content_string
+        h.run("rm -f /root/cmdlines.txt")
+        assert secret not in seen
+        if h is offsite:
+            assert "--type=full backup" in seen  # the sampler did see the backup run
+    assert last_run(hub, "backup-offsite") == ["ok", offsite.check_output("hostname")]
+    assert backups(offsite, 2, "full")
+    assert backups(hub, 2, "full")  # the hub reads repo2's backups through the TLS server
+
+
+def test_wal_reaches_both_repositories(hub):
+    before = (wal_max(hub, 1), wal_max(hub, 2))
+    segment = switch_wal_and_wait(hub)
+    for _ in range(60):
+        now = (wal_max(hub, 1), wal_max(hub, 2))
+        if all(w and w[-24:] >= segment for w in now):
+            break
+        time.sleep(1)
+    assert all(w and w[-24:] >= segment for w in now), (before, now, segment)
+
+
+def test_backup_status_reports_both_repositories_healthy(hub):
+    result = job(hub, "backup-status --json")
+    assert result.rc == 0, result.stdout + result.stderr
+    repos = {r["repo"]: r for r in json.loads(result.stdout)["repos"]}
+    assert sorted(repos) == [1, 2]
+    assert all(r["healthy"] for r in repos.values()), repos
+    assert repos[1]["newest"]["type"] == "incr" and repos[2]["newest_full"]["age_hours"] < 1
+    text = job(hub, "backup-status")
+    assert "repo1: ok" in text.stdout and "repo2: ok" in text.stdout
+
+
+def test_verify_reads_the_report_and_records_the_run(hub, offsite):
+    result = job(hub, "backup verify")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert last_run(hub, "backup-verify")[0] == "ok"
+    result = job(offsite, "backup verify --repo 2")
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def test_restore_from_repo1_has_the_rows_from_before_and_after_the_backup(hub):
+    # A row after the last backup reaches the restore only through archived WAL.
+    psql(hub, "INSERT INTO backup_marker VALUES ('after-incr') ON CONFLICT DO NOTHING", db="postgres")
+    switch_wal_and_wait(hub)
+    version = hub.check_output("ls /usr/lib/postgresql | sort -n | tail -n 1")
+    target = "/var/tmp/hub-restore-test"
+    hub.run(f"rm -rf {target}")
+    hub.run(f"install -d -o postgres -g postgres -m 0700 {target}")
+    restore = hub.run(f"sudo -u postgres pgbackrest --stanza=hub --repo=1 --pg1-path={target} "
+                      "--archive-mode=off restore")
+    assert restore.rc == 0, restore.stdout + restore.stderr
+    # Debian keeps postgresql.conf and pg_hba.conf in /etc: the scratch copy gets its own.
+    hub.run(f"sudo -u postgres sh -c \"printf '%s\\n' \\\"port = 5499\\\" \\\"listen_addresses = ''\\\" "
+            f"\\\"unix_socket_directories = '{target}'\\\" > {target}/postgresql.conf\"")
+    hub.run(f"sudo -u postgres sh -c \"echo 'local all postgres peer' > {target}/pg_hba.conf\"")
+    pg_ctl = f"/usr/lib/postgresql/{version}/bin/pg_ctl"
+    start = hub.run(f"sudo -u postgres {pg_ctl} -D {target} -l {target}/restore.log -w -t 120 start")
+    try:
+        assert start.rc == 0, start.stdout + start.stderr + hub.run(f"tail -30 {target}/restore.log").stdout
+        query = f"sudo -u postgres psql -XAtq -h {target} -p 5499 -d postgres -c "
+        for _ in range(120):
+            if hub.run(query + shlex.quote("SELECT pg_is_in_recovery()")).stdout.strip() == "f":
+                break
+            time.sleep(1)
+        notes = hub.check_output(query + shlex.quote("SELECT string_agg(note, ',' ORDER BY note) FROM backup_marker"))
+        assert notes == "after-full,after-incr,before-full"
+        assert hub.run(query + shlex.quote("SHOW archive_mode")).stdout.strip() == "off"
+    finally:
+        hub.run(f"sudo -u postgres {pg_ctl} -D {target} -m fast -w stop")
+        hub.run(f"rm -rf {target}")
+
+
+def test_a_second_backup_at_the_same_time_is_refused_as_busy_and_alerted(hub):
+    hub.run(f"nohup {HUBCTL} backup full > /tmp/full.out 2>&1 &")
+    for _ in range(60):
+        if "job=backup-full" in hub.run("cat /run/lock/hub/hubctl.lock 2>/dev/null || true").stdout:
+            break
+        time.sleep(0.5)
+    result = job(hub, "backup incr")
+    assert result.rc == 75, result.stdout + result.stderr
+    assert "outcome=busy" in result.stdout
+    assert last_run(hub, "backup-incr")[0] == "busy"
+    assert "hubctl backup-incr: busy" in alerts(hub)
+    for _ in range(300):
+        if "step=end" in hub.file("/tmp/full.out").content_string:
+            break
+        time.sleep(1)
+    assert "outcome=ok" in hub.file("/tmp/full.out").content_string.split("step=end")[-1]
+
+
+def test_a_failed_backup_job_alerts_at_once(hub):
+    # repo2 can only be backed up from the off-site host: pgBackRest refuses on the hub, and
+    # sudo refuses a command line its rule does not list. Either way the run fails and alerts.
+    result = job(hub, "backup offsite")
+    assert result.rc == 1, result.stdout + result.stderr
+    assert last_run(hub, "backup-offsite")[0] == "failed"
+    assert "hubctl backup-offsite: failed" in alerts(hub)
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+def _playbook_with(extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["ANSIBLE_CONFIG"] = str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg")
+    env["ANSIBLE_ROLES_PATH"] = str(PROJECT / "roles")
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    return subprocess.run(["ansible-playbook", "-i", INVENTORY, str(PROJECT / "site.yml"), "-e", extra],
+                          capture_output=True, text=True, env=env, check=False, timeout=600)
+
+
+@pytest.mark.parametrize("extra, message", [
+    # The hub's preflight play runs first: it names its own input, mapped from the same vault value.
+    ('{"backup_repo_cipher_pass": ""}', "pgbackrest_repo2_cipher_pass is missing"),
+    ('{"backup_repo_retention_full": 0}', "backup_repo_retention_full is 0; it must be at least 1"),
+    ('{"pgbackrest_repo1_retention_full": 0}', "pgbackrest_repo1_retention_full is 0; it must be at least 1"),
+])
+def test_bad_input_stops_in_the_preflight_before_anything_changes(extra, message):
+    run = _playbook_with(extra)
+    assert run.returncode != 0
+    # Ansible prints a failed task's result on stderr.
+    out = " ".join((run.stdout + run.stderr).split())
+    assert message in out, (run.stdout + run.stderr)[-3000:]
+    assert "changed=0" in out and "changed=1" not in out
+    assert "Build the hub's PostgreSQL server" not in run.stdout
+
+
+def test_offsite_host_down_hub_keeps_writing_alerts_and_catches_up(hub, offsite):
+    offsite.run("systemctl stop pgbackrest.service")
+    try:
+        failed_before = int(psql(hub, "SELECT failed_count FROM pg_stat_archiver", db="postgres"))
+        psql(hub, "INSERT INTO backup_marker VALUES ('offsite-down') ON CONFLICT DO NOTHING", db="postgres")
+        segment = psql(hub, "SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
+        for _ in range(120):
+            if int(psql(hub, "SELECT failed_count FROM pg_stat_archiver", db="postgres")) > failed_before:
+                break
+            time.sleep(1)
+        else:
+            raise AssertionError("archiving did not report the unreachable off-site host")
+        # The hub keeps taking writes. A backup to repo1 cannot complete while its last WAL
+        # segment waits for repo2 (pgBackRest's archive check): the job fails and alerts at once.
+        psql(hub, "INSERT INTO backup_marker VALUES ('still-writing') ON CONFLICT DO NOTHING", db="postgres")
+        result = job(hub, "backup incr")
+        assert result.rc == 1, result.stdout + result.stderr
+        assert "was not archived" in result.stdout and "was not archived" in alerts(hub)
+    finally:
+        offsite.run("systemctl start pgbackrest.service")
+    for _ in range(180):
+        if (wal_max(hub, 2) or "")[-24:] >= segment:
+            break
+        time.sleep(1)
+    assert (wal_max(hub, 2) or "")[-24:] >= segment, "repo2 did not catch up after the host came back"
+    switch_wal_and_wait(hub)
+    result = job(hub, "backup incr")
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def test_a_corrupted_data_page_fails_the_backup_and_alerts(hub):
+    psql(hub, ["CREATE TABLE corrupt_me (id int, pad text)",
+               "INSERT INTO corrupt_me SELECT g, repeat('x', 200) FROM generate_series(1, 2000) g",
+               "CHECKPOINT"], db="postgres")
+    path = psql(hub, "SELECT current_setting('data_directory') || '/' || pg_relation_filepath('corrupt_me')",
+                db="postgres")
+    try:
+        # Garbage in the middle of the first page, behind PostgreSQL's back: its checksum no
+        # longer matches, which pgBackRest finds while copying the file.
+        hub.run(f"printf 'garbage-garbage-garbage' | dd of={path} bs=1 seek=4000 conv=notrunc status=none")
+        result = job(hub, "backup full")
+        assert result.rc == 1, result.stdout + result.stderr
+        assert "invalid page checksums" in result.stdout
+        assert last_run(hub, "backup-full")[0] == "failed"
+        assert "invalid page checksums" in alerts(hub)
+    finally:
+        psql(hub, "DROP TABLE corrupt_me", db="postgres")
