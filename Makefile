@@ -50,11 +50,7 @@ test-python: venv ## Run the Python tests
 	@echo "==> pytest tests/"
 	@pytest tests
 
-molecule: venv images ## Run every Molecule scenario on every Debian release
-	@for scenario in $(SCENARIOS); do \
-	  for release in $(RELEASES); do \
-	    scripts/molecule-test.sh $$scenario $$release; \
-	  done; \
-	done
+molecule: venv images ## Run every Molecule scenario on every Debian release (releases side by side)
+	@scripts/molecule-all.sh "$(SCENARIOS)" "$(RELEASES)"
 
 test: lint test-python molecule ## The whole suite: lint, Python tests, every Molecule scenario

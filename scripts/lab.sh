@@ -12,8 +12,11 @@ db=hub-lab-db
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-# name:debian-release for each lab host.
-hosts=("$db:13" "hub-lab-offsite:12")
+# name:debian-release for each lab host. pgBackRest needs the same version on the hub and the
+# off-site host, so both run the same Debian release.
+hosts=("$db:13" "hub-lab-offsite:13")
+# A user-defined network: its DNS lets the hosts reach each other by name (pgBackRest's TLS).
+network=hub-lab-net
 
 log() { printf '==> %s\n' "$*"; }
 
@@ -41,8 +44,20 @@ attach_disk() {
 
 start_host() {
   local name="$1" release="$2" device="$3"
-  local state
+  local state image
   state="$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null || true)"
+  image="$(docker inspect -f '{{.Config.Image}}' "$name" 2>/dev/null || true)"
+  if [ -n "$state" ] && [ "$image" != "hub-systemd:debian$release" ]; then
+    # An older lab's host on another release (the off-site host was once Debian 12). The hub's
+    # data lives on its data disk; an off-site host's repository is refilled by its backups.
+    log "$name runs $image, not hub-systemd:debian$release: recreating it"
+    docker rm -f "$name" >/dev/null
+    state=""
+  fi
+  if [ -n "$state" ] && ! docker inspect -f '{{json .NetworkSettings.Networks}}' "$name" | grep -q "\"$network\""; then
+    log "$name is not on $network: connecting it"
+    docker network connect "$network" "$name"
+  fi
   if [ "$state" = running ]; then
     log "$name is running (Debian $release), reusing it"
     return
@@ -56,7 +71,7 @@ start_host() {
   local extra=()
   [ -n "$device" ] && extra+=(--device "$device:$device")
   log "starting $name from hub-systemd:debian$release"
-  docker run -d --name "$name" --hostname "$name" "${systemd_flags[@]}" "${extra[@]}" \
+  docker run -d --name "$name" --hostname "$name" --network "$network" "${systemd_flags[@]}" "${extra[@]}" \
     "hub-systemd:debian$release" /lib/systemd/systemd >/dev/null
   for _ in $(seq 1 30); do
     docker exec "$name" systemctl is-system-running 2>/dev/null | grep -qE 'running|degraded' && return
@@ -106,6 +121,7 @@ case "${1:-}" in
     else
       log "no loop device could be attached: hub_db keeps its data in a directory"
     fi
+    docker network inspect "$network" >/dev/null 2>&1 || docker network create "$network" >/dev/null
     for entry in "${hosts[@]}"; do
       start_host "${entry%%:*}" "${entry##*:}" "$([ "${entry%%:*}" = "$db" ] && echo "$device")"
     done
@@ -120,6 +136,7 @@ case "${1:-}" in
       docker rm -f "${entry%%:*}" >/dev/null 2>&1 && log "removed ${entry%%:*}" || true
     done
     device="$(data_device)"
+    docker network rm "$network" >/dev/null 2>&1 && log "removed network $network" || true
     [ -n "$device" ] && $SUDO losetup -d "$device" && log "detached $device"
     rm -f "$disk"
     ;;

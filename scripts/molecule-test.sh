@@ -3,7 +3,8 @@
 #   scripts/molecule-test.sh SCENARIO 12|13 [molecule action, default: test]
 # The loop device is a real block device from this machine, passed into the container under its
 # own name (libblkid resolves UUID= by scanning /proc/partitions, which lists it by that name).
-# It is detached afterwards, whether the scenario passed or not.
+# It is detached afterwards, whether the scenario passed or not. Molecule's working directory
+# (inventory, test secrets) is .cache/molecule/SCENARIO-dRELEASE.
 set -euo pipefail
 
 scenario="${1:?usage: $0 SCENARIO 12|13 [action]}"
@@ -38,5 +39,8 @@ log "data disk: $device (1 GiB, backed by $image)"
 
 export HUB_DEBIAN_RELEASE="$release"
 export HUB_TEST_DATA_DEVICE="$device"
+# One working directory per scenario and release (inventory, generated secrets), so the two
+# releases of a scenario can run at the same time (make molecule runs them side by side).
+export MOLECULE_EPHEMERAL_DIRECTORY="$root/.cache/molecule/${scenario}-d${release}"
 cd "$root"
 molecule "$action" -s "$scenario"

@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 from conftest import psql
 
+# The hub only: the off-site backup host has its own tests (test_6_backup.py).
+testinfra_hosts = ["ansible://hub_db"]
+
 PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 
 LIVE = {

@@ -5,6 +5,9 @@ import json
 
 from conftest import psql, secret
 
+# The hub only: the off-site backup host has its own tests (test_6_backup.py).
+testinfra_hosts = ["ansible://hub_db"]
+
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 ALERTS = "/var/log/hub/alerts.log"
 

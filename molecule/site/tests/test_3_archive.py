@@ -8,6 +8,9 @@ import datetime
 import pytest
 from conftest import psql
 
+# The hub only: the off-site backup host has its own tests (test_6_backup.py).
+testinfra_hosts = ["ansible://hub_db"]
+
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 CHECKSUM = "coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
 

@@ -14,6 +14,9 @@ import shlex
 import pytest
 from conftest import psql, psql_as
 
+# The hub only: the off-site backup host has its own tests (test_6_backup.py).
+testinfra_hosts = ["ansible://hub_db"]
+
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 TABLE = "v1_hub_work_allocations"
 COLD_DIR = "/var/lib/hub/cold"

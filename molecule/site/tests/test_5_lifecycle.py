@@ -28,6 +28,9 @@ import time
 import pytest
 from conftest import psql
 
+# The hub only: the off-site backup host has its own tests (test_6_backup.py).
+testinfra_hosts = ["ansible://hub_db"]
+
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 SLOW_CONFIG = "/etc/hub/hubctl-slow.conf"
 # pgrep/pkill -f pattern for hubctl runs with SLOW_CONFIG that does not match the shell running it.

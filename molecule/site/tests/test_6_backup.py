@@ -116,7 +116,7 @@ def test_postgresql_archives_through_pgbackrest(hub):
     assert psql(hub, "SHOW archive_mode") == "on"
     assert psql(hub, "SHOW archive_command") == "pgbackrest --stanza=hub archive-push %p"
     conf = hub.file("/etc/pgbackrest/pgbackrest.conf").content_string
-    assert "archive-async=y" in conf and "archive-push-queue-max=256MiB" in conf
+    assert "archive-async=y" in conf and "archive-push-queue-max=64MiB" in conf
 
 
 def test_cron_runs_the_backup_schedule(hub, offsite):
@@ -142,6 +142,14 @@ def test_stanza_exists_in_both_repositories(hub):
     for repo in status:
         assert repo["status"]["code"] in (0, 2), repo  # ok, or no backup yet
     assert {r["key"]: r["cipher"] for r in status}[2] == "aes-256-cbc"
+
+
+def test_site_yml_took_the_first_full_backup_in_each_repository(hub):
+    # A new server is not left unprotected until the first scheduled backup.
+    assert backups(hub, 1, "full") and backups(hub, 2, "full")
+    runs = psql(hub, "SELECT string_agg(DISTINCT job || ':' || outcome, ',' ORDER BY job || ':' || outcome) "
+                     "FROM hub_job_runs WHERE job IN ('backup-full', 'backup-offsite')")
+    assert runs == "backup-full:ok,backup-offsite:ok"
 
 
 # --------------------------------------------------------------------------- the jobs, for real
@@ -308,6 +316,25 @@ def test_bad_input_stops_in_the_preflight_before_anything_changes(extra, message
     assert "Build the hub's PostgreSQL server" not in run.stdout
 
 
+def test_an_unreachable_offsite_host_stops_site_yml_before_anything_changes(offsite):
+    name = offsite.backend.get_hostname()  # the container's name, as the inventory has it
+    subprocess.run(["docker", "stop", "-t", "5", name], check=True, capture_output=True)
+    try:
+        run = _playbook_with("{}")
+    finally:
+        subprocess.run(["docker", "start", name], check=True, capture_output=True)
+    out = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0
+    assert f"The off-site backup host {name} did not answer" in out, (run.stdout + run.stderr)[-3000:]
+    assert "changed=0" in out and "changed=1" not in out
+    assert "Build the hub's PostgreSQL server" not in run.stdout
+    for _ in range(60):
+        if offsite.run("systemctl is-active pgbackrest.service").stdout.strip() == "active":
+            break
+        time.sleep(1)
+    assert offsite.service("pgbackrest").is_running
+
+
 def test_offsite_host_down_hub_keeps_writing_alerts_and_catches_up(hub, offsite):
     offsite.run("systemctl stop pgbackrest.service")
     try:
@@ -335,6 +362,59 @@ def test_offsite_host_down_hub_keeps_writing_alerts_and_catches_up(hub, offsite)
     assert (wal_max(hub, 2) or "")[-24:] >= segment, "repo2 did not catch up after the host came back"
     switch_wal_and_wait(hub)
     result = job(hub, "backup incr")
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def repo1_segments(hub) -> set[int]:
+    """Every WAL segment repo1's archive holds, as a position (log * 256 + segment)."""
+    names = hub.check_output("find /var/lib/pgbackrest/archive/hub -name '00000001*' -printf '%f\\n'")
+    return {int(n[8:16], 16) * 256 + int(n[16:24], 16) for n in names.split() if len(n) >= 24}
+
+
+def position(segment: str) -> int:
+    return int(segment[8:16], 16) * 256 + int(segment[16:24], 16)
+
+
+def test_a_long_offsite_outage_drops_wal_for_repo2_only_and_pg_wal_stays_bounded(hub, offsite):
+    # The scenario's queue limit is 64 MiB: about 120 MB of WAL written while the off-site host
+    # is down passes it. pgBackRest then reports the waiting segments archived (dropping them
+    # for repo2), so PostgreSQL can recycle them: pg_wal cannot fill the disk.
+    queue_segments = 64 // 16
+    first = psql(hub, "SELECT pg_walfile_name(pg_current_wal_lsn())", db="postgres")
+    offsite.run("systemctl stop pgbackrest.service")
+    try:
+        psql(hub, "CREATE TABLE wal_filler (pad text)", db="postgres")
+        start = psql(hub, "SELECT pg_current_wal_lsn()", db="postgres")
+        written = 0
+        while written < 120 * 1024 * 1024:
+            psql(hub, "INSERT INTO wal_filler SELECT repeat(md5(random()::text), 32) FROM generate_series(1, 20000)",
+                 db="postgres")
+            written = int(psql(hub, f"SELECT pg_current_wal_lsn() - '{start}'::pg_lsn", db="postgres"))
+        last = psql(hub, "SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
+        # The hub took every write; the segments waiting for repo2 stay within the queue limit.
+        for _ in range(120):
+            waiting = int(hub.check_output("ls /var/lib/postgresql/*/main/pg_wal/archive_status | grep -c ready || true"))
+            if psql(hub, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", db="postgres") >= last:
+                break
+            time.sleep(1)
+        assert psql(hub, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", db="postgres") >= last
+        assert waiting <= queue_segments + 2, waiting
+        dropped = hub.run("grep -rh 'dropped WAL file' /var/log/pgbackrest /var/log/postgresql")
+        assert dropped.rc == 0, "pgBackRest did not report the segments it dropped for repo2"
+    finally:
+        offsite.run("systemctl start pgbackrest.service")
+        psql(hub, "DROP TABLE IF EXISTS wal_filler", db="postgres")
+    # repo1 lost nothing: every segment from before the outage to its end is there.
+    held = repo1_segments(hub)
+    missing = [p for p in range(position(first), position(last) + 1) if p not in held]
+    assert not missing, f"repo1 lacks {len(missing)} segments between {first} and {last}"
+    # repo2 has a gap: the off-site full starts a complete chain there again.
+    segment = switch_wal_and_wait(hub)
+    for _ in range(120):
+        if (wal_max(hub, 2) or "")[-24:] >= segment:
+            break
+        time.sleep(1)
+    result = job(offsite, "backup offsite")
     assert result.rc == 0, result.stdout + result.stderr
 
 
