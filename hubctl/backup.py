@@ -212,9 +212,9 @@ def archiving_problem(row) -> str | None:
     if not failing:
         return None
     return (f"WAL archiving is failing: {failed_wal} failed at {failed_at}, last archived "
-            f"{archived_wal or '-'} at {archived_at or '-'}. A repository is unreachable (usually the "
-            "off-site repo2; its WAL queues up to archive-push-queue-max and is then dropped): see "
-            "/var/log/pgbackrest/archive-push-repo*/")
+            f"{archived_wal or '-'} at {archived_at or '-'}. A repository is unreachable; its WAL "
+            "queues up to archive-push-queue-max and is then dropped (see "
+            "/var/log/pgbackrest/*archive-push-async.log)")
 
 
 def newest_backup_problem(info: dict, repo: int) -> str | None:
