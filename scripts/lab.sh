@@ -55,8 +55,11 @@ start_host() {
     state=""
   fi
   if [ -n "$state" ] && ! docker inspect -f '{{json .NetworkSettings.Networks}}' "$name" | grep -q "\"$network\""; then
-    log "$name is not on $network: connecting it"
+    # A lab from before the named network: move the host onto it (off Docker's default bridge,
+    # so its one address, which PostgreSQL listens on, is the one the other host reaches).
+    log "$name is not on $network: moving it there"
     docker network connect "$network" "$name"
+    docker network disconnect bridge "$name" 2>/dev/null || true
   fi
   if [ "$state" = running ]; then
     log "$name is running (Debian $release), reusing it"
