@@ -44,7 +44,7 @@ attach_disk() {
 
 start_host() {
   local name="$1" release="$2" device="$3"
-  local state image
+  local state image networks
   state="$(docker inspect -f '{{.State.Status}}' "$name" 2>/dev/null || true)"
   image="$(docker inspect -f '{{.Config.Image}}' "$name" 2>/dev/null || true)"
   if [ -n "$state" ] && [ "$image" != "hub-systemd:debian$release" ]; then
@@ -54,12 +54,17 @@ start_host() {
     docker rm -f "$name" >/dev/null
     state=""
   fi
-  if [ -n "$state" ] && ! docker inspect -f '{{json .NetworkSettings.Networks}}' "$name" | grep -q "\"$network\""; then
-    # A lab from before the named network: move the host onto it (off Docker's default bridge,
-    # so its one address, which PostgreSQL listens on, is the one the other host reaches).
-    log "$name is not on $network: moving it there"
-    docker network connect "$network" "$name"
-    docker network disconnect bridge "$name" 2>/dev/null || true
+  if [ -n "$state" ]; then
+    # A lab from before the named network: move the host onto it, and off Docker's default
+    # bridge, so its one address (which PostgreSQL listens on) is the one the other host reaches.
+    networks="$(docker inspect -f '{{json .NetworkSettings.Networks}}' "$name")"
+    if ! grep -q "\"$network\"" <<< "$networks"; then
+      log "$name is not on $network: moving it there"
+      docker network connect "$network" "$name"
+    fi
+    if grep -q '"bridge"' <<< "$networks"; then
+      docker network disconnect bridge "$name"
+    fi
   fi
   if [ "$state" = running ]; then
     log "$name is running (Debian $release), reusing it"
@@ -106,6 +111,9 @@ PostgreSQL $version
 
 Schedule (/etc/cron.d on $db):
 $(docker exec "$db" sh -c 'grep -hv "^#" /etc/cron.d/hub* 2>/dev/null | grep . | sed "s/^/  /"' || true)$(docker exec "$db" sh -c 'ls /etc/cron.d/hub* >/dev/null 2>&1' || echo "  (no scheduled jobs installed yet)")
+
+Backups (hubctl backup-status on $db):
+$(docker exec "$db" sudo -u hubmaint /usr/local/bin/hubctl backup-status 2>&1 | sed "s/^/  /" || true)
 
 Reach it:
   make lab-shell   a shell on $db
