@@ -25,10 +25,10 @@ always removed). Reuse a cluster kept earlier with --reuse (skips the minutes of
 
 Run as root on a Debian host or lab container with postgresql-17 and pgbackrest installed:
 
-    docker exec bench-bk python3 /bench/backup_bench.py --gb 3 --out /tmp/backup-bench.json
+    docker exec bench-bk python3 /hub/bench/backup_bench.py --gb 3 --out /tmp/backup-bench.json
 
-(bench-bk: a hub-systemd:debian13 lab container with /work/main/bench mounted on /bench and
-`apt-get install -y postgresql-17 pgbackrest` done in it.)
+(bench-bk: a hub-systemd:debian13 container with the project mounted on /hub (the tables come
+from its migration 0001) and `apt-get install -y postgresql-17 pgbackrest` done in it.)
 """
 
 import argparse
@@ -52,26 +52,10 @@ ROWS_PER_BATCH = 500_000
 # the measured database size, not on this estimate.
 EST_BYTES_PER_ROW = 190
 
-SCHEMA = f"""
-CREATE TABLE {TABLE} (
-    allocation_key    uuid        NOT NULL DEFAULT gen_random_uuid(),
-    allocated_at      timestamptz NOT NULL DEFAULT now(),
-    finished_at       timestamptz,
-    work_date         date        NOT NULL DEFAULT CURRENT_DATE,
-    execution_time_ms integer,
-    proxy_id          smallint,
-    status            text        NOT NULL DEFAULT 'allocated',
-    client_id         text        NOT NULL,
-    keyword           text        NOT NULL,
-    PRIMARY KEY (allocation_key, work_date),
-    CHECK (status IN ('allocated', 'completed', 'expired')),
-    CHECK (proxy_id > 0),
-    CHECK (execution_time_ms >= 0)
-) PARTITION BY RANGE (work_date);
-CREATE INDEX ON {TABLE} (allocation_key, work_date) WHERE status = 'allocated';
-CREATE INDEX ON {TABLE} (work_date, status);
-CREATE TABLE {TABLE}_default PARTITION OF {TABLE} DEFAULT;
-"""
+# The live tables exactly as the hub has them (columns, checks, primary key, indexes), from the
+# migration itself, plus a default partition for rows outside the months the generator adds.
+MIGRATION_0001 = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                              "files", "sql", "migrations", "0001_live_tables.sql")
 
 # 30 x 40 x 25 = 30000 distinct keywords that read like search phrases; 1000 clients.
 WORDS_A = ("cheap buy best new used red blue fast small large online local free top "
@@ -203,7 +187,8 @@ def create_cluster(cl, args):
                 "maintenance_work_mem = 512MB\nwal_level = replica\nautovacuum = off\n")
     cl.start()
     cl.sql(f"CREATE DATABASE {DB}", db="postgres")
-    cl.sql(SCHEMA)
+    with open(MIGRATION_0001, encoding="utf-8") as f:
+        cl.sql(f.read() + f"\nCREATE TABLE {TABLE}_default PARTITION OF {TABLE} DEFAULT;\n")
 
 
 def generate(cl, args):
