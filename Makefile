@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 RELEASES ?= 12 13
 SCENARIOS ?= preflight host postgresql site convert
 
-.PHONY: help venv engine images lab lab-down lab-shell lab-psql lint test-python molecule test
+.PHONY: help venv engine images lab lab-down lab-shell lab-psql lab-drill lint test-python molecule test
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ images: engine ## Build the systemd-capable Debian 12 and 13 base images
 
 lab: venv images ## Start the lab containers and run site.yml against them
 	@scripts/lab.sh up
+
+lab-drill: venv images ## DR drill: restore the lab's off-site backups onto a fresh container, verify, report
+	@scripts/lab.sh drill
 
 lab-down: ## Remove the lab containers and their data disk
 	@scripts/lab.sh down

@@ -24,7 +24,7 @@ import subprocess
 import time
 from typing import Callable
 
-from hubctl import jobs
+from hubctl import drill, jobs
 
 PGBACKREST = "/usr/bin/pgbackrest"
 SUDO = ("/usr/bin/sudo", "-n", "-u", "postgres")
@@ -234,7 +234,9 @@ def newest_backup_problem(info: dict, repo: int) -> str | None:
 
 def backup(job: jobs.Job, stanza: str, repo: int, kind: str) -> None:
     """A backup of `kind` to `repo`, the repository's expire, a check of the new backup
-    (page checksums) and, on the hub, of WAL archiving."""
+    (page checksums) and, on the hub, of WAL archiving. The live partitions' row counts go to
+    hub_backup_manifests first, for DR drills to check a restored copy against."""
+    drill.write_manifest(job)
     _step_pgbackrest(job, "backup", backup_argv(stanza, repo, kind), repo=repo, type=kind)
     _step_pgbackrest(job, "expire", expire_argv(stanza, repo), repo=repo)
     with job.step("info", repo=repo) as st:

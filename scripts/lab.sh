@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The local lab: systemd containers that stand in for the inventory's hosts.
-#   scripts/lab.sh up | down | shell | psql | summary
+#   scripts/lab.sh up | down | shell | psql | summary | drill
 # `up` starts what is missing (reusing what exists), attaches a loop device as hub_db's data
 # disk, runs site.yml against inventories/lab and prints what was provisioned.
+# `drill` (after `up`) starts a fresh dr_target container, hub-lab-drill, with a loop device of
+# its own, runs playbooks/dr-drill.yml (restore from repo2, verify, report) and prints the report.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 lab="$root/.lab"
 disk="$lab/hub-db-data.img"
 db=hub-lab-db
+# The DR drill host (dr_target): recreated by every `drill`, with its own data disk.
+drill=hub-lab-drill
+drill_disk="$lab/hub-drill-data.img"
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
@@ -29,6 +34,18 @@ systemd_flags=(
 
 data_device() {
   [ -f "$disk" ] && $SUDO losetup -j "$disk" -O NAME -n 2>/dev/null | head -n 1 || true
+}
+
+drill_device() {
+  [ -f "$drill_disk" ] && $SUDO losetup -j "$drill_disk" -O NAME -n 2>/dev/null | head -n 1 || true
+}
+
+remove_drill() {
+  local device
+  if docker inspect "$drill" >/dev/null 2>&1; then docker rm -f "$drill" >/dev/null && log "removed $drill"; fi
+  device="$(drill_device)"
+  if [ -n "$device" ]; then $SUDO losetup -d "$device" && log "detached $device"; fi
+  rm -f "$drill_disk"
 }
 
 attach_disk() {
@@ -143,6 +160,7 @@ case "${1:-}" in
     log "make lab took $(( $(date +%s) - start )) s"
     ;;
   down)
+    remove_drill
     for entry in "${hosts[@]}"; do
       docker rm -f "${entry%%:*}" >/dev/null 2>&1 && log "removed ${entry%%:*}" || true
     done
@@ -151,8 +169,37 @@ case "${1:-}" in
     [ -n "$device" ] && $SUDO losetup -d "$device" && log "detached $device"
     rm -f "$disk"
     ;;
+  drill)
+    docker inspect -f '{{.State.Running}}' "$db" 2>/dev/null | grep -q true \
+      && docker inspect -f '{{.State.Running}}' hub-lab-offsite 2>/dev/null | grep -q true \
+      || { echo "the lab is not up: run 'make lab' first (the drill restores its off-site backups)" >&2; exit 1; }
+    # A brand-new host every time: the drill measures the RTO from nothing.
+    remove_drill
+    mkdir -p "$lab"
+    truncate -s 16G "$drill_disk"
+    device="$($SUDO losetup -f --show "$drill_disk" 2>/dev/null || true)"
+    if [ -n "$device" ]; then
+      log "$drill's data disk: $device (backed by $drill_disk)"
+    else
+      log "no loop device could be attached: $drill keeps its data in a directory"
+    fi
+    # The hub's Debian release: pgBackRest must be the same version on both ends.
+    start_host "$drill" "${hosts[0]##*:}" "$device"
+    log "running playbooks/dr-drill.yml against inventories/lab"
+    cd "$root"
+    touch "$lab/drill-started"
+    rc=0
+    HUB_LAB_DRILL_DATA_DEVICE="$device" ansible-playbook playbooks/dr-drill.yml -i inventories/lab || rc=$?
+    # Only this drill's report (a drill stopped before its report leaves none).
+    report="$(find reports/dr -name "dr-drill-*-$drill.md" -newer "$lab/drill-started" 2>/dev/null | sort | tail -n 1)"
+    if [ -n "$report" ]; then
+      printf '\n'; cat "$report"; printf '\n'
+      log "report: $report (and ${report%.md}.json)"
+    fi
+    exit "$rc"
+    ;;
   shell) exec docker exec -it "$db" bash -l ;;
   psql) exec docker exec -it "$db" sudo -u postgres psql -d hub ;;
   summary) summary ;;
-  *) echo "usage: $0 up|down|shell|psql|summary" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|shell|psql|summary|drill" >&2; exit 2 ;;
 esac
