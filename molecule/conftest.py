@@ -6,6 +6,7 @@ PostgreSQL answers. When a test fails, the journal of the PostgreSQL units is pr
 
 import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,32 @@ def _inventory_hosts():
 
 
 SECRETS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", ".")) / "secrets"
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[1])
+
+
+def ansible_playbook(playbook, *args: str, timeout: int = 1800) -> tuple[int, str]:
+    """Run one of the project's playbooks from the controller against the scenario's inventory,
+    as an operator runs it from the project directory (its ansible.cfg, its roles). Returns the
+    exit code and the output (stdout, then stderr, where Ansible prints a failed task)."""
+    run = subprocess.run(
+        ["ansible-playbook", str(PROJECT / playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
+        capture_output=True, text=True, timeout=timeout, cwd=PROJECT, check=False,
+        env={**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles"),
+             "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+    )
+    return run.returncode, run.stdout + run.stderr
+
+
+def flat(text: str) -> str:
+    """Output with its line wrapping undone, to find a long message in it."""
+    return " ".join(text.split())
+
+
+def host_of(group: str):
+    """The testinfra host of the scenario's first host in an inventory group."""
+    hosts = testinfra.get_hosts([f"ansible://{group}"], ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+    assert hosts, f"no host in group {group}"
+    return hosts[0]
 
 
 def secret(name: str) -> str:

@@ -8,18 +8,15 @@ application uses, and that table holds exactly the seed's rows plus those insert
 deleted. While both tables exist, their per-day counts and checksums are compared.
 """
 
-import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import SECRETS, psql, secret
+from conftest import PROJECT, SECRETS, ansible_playbook, psql, secret
 
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
 HERE = Path(__file__).resolve().parent
-PLAYBOOK = PROJECT / "playbooks" / "migrate-partitioned.yml"
+PLAYBOOK = "playbooks/migrate-partitioned.yml"
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 SEED_ROWS = 200000
 PGPASS = "/var/tmp/pgpass-inserter"
@@ -44,17 +41,8 @@ PER_DAY = ("SELECT string_agg(concat_ws(' ', work_date, n, s), ',' ORDER BY work
            "FROM {table} GROUP BY 1) AS d")
 
 
-def playbook(path: Path, *args: str):
-    run = subprocess.run(
-        ["ansible-playbook", str(path), "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
-        capture_output=True, text=True, timeout=1800, cwd=PROJECT,
-        env={**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles")},
-    )
-    return run.returncode, run.stdout + run.stderr
-
-
 def phase(name: str):
-    return playbook(PLAYBOOK, "-e", f"hub_convert_phase={name}")
+    return ansible_playbook(PLAYBOOK, "-e", f"hub_convert_phase={name}", timeout=1800)
 
 
 def recap_changed(output: str) -> int:
@@ -134,7 +122,7 @@ def remove_the_inserters_password(host):
 
 def test_site_yml_stops_at_migration_0001_and_points_to_the_playbook(host):
     # The schema part of site.yml, as on the seed-era server (pgBackRest needs its off-site host).
-    rc, out = playbook(PROJECT / "site.yml", "--tags", "hub_schema", "--skip-tags", "pgbackrest")
+    rc, out = ansible_playbook("site.yml", "--tags", "hub_schema", "--skip-tags", "pgbackrest")
     assert rc != 0, out
     assert "public.v1_hub_work_allocations already exists and was not made by these migrations" in out
     assert "playbooks/migrate-partitioned.yml" in out
@@ -143,7 +131,7 @@ def test_site_yml_stops_at_migration_0001_and_points_to_the_playbook(host):
 
 
 def test_a_missing_or_unknown_phase_is_refused_and_changes_nothing(host):
-    rc, out = playbook(PLAYBOOK)
+    rc, out = ansible_playbook(PLAYBOOK)
     assert rc != 0 and "hub_convert_phase is missing" in out, out
     rc, out = phase("swap")
     assert rc != 0 and "swap cannot run now (stage seed): nothing is prepared: run prepare first" in out, out
@@ -263,7 +251,7 @@ def test_partition_maintenance_works_on_the_converted_table(host):
 def test_site_yml_changes_nothing_after_the_conversion(host):
     # The roles the conversion applied, as site.yml runs them (the host and postgresql roles are
     # the converge's; pgBackRest needs the off-site host and has its own scenario).
-    rc, out = playbook(PROJECT / "site.yml", "--tags", "hub_schema,maintenance", "--skip-tags", "pgbackrest")
+    rc, out = ansible_playbook("site.yml", "--tags", "hub_schema,maintenance", "--skip-tags", "pgbackrest")
     assert rc == 0, out
     assert recap_changed(out) == 0, out
 

@@ -4,26 +4,13 @@ A bad input for the postgresql role (a missing vault password) must stop site.ym
 host role formats a disk, installs a package or loads a firewall on this fresh host.
 """
 
-import os
-import subprocess
-from pathlib import Path
-
-PROJECT = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"])
+from conftest import ansible_playbook
 
 
 def test_site_stops_on_a_later_roles_bad_input_before_changing_the_host(host):
-    run = subprocess.run(
-        [
-            "ansible-playbook", str(PROJECT / "site.yml"),
-            "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-            "-e", "postgresql_hub_app_password=",
-            "-e", "host_data_device=",
-        ],
-        capture_output=True, text=True, timeout=600, cwd=PROJECT,
-        env={**os.environ, "ANSIBLE_ROLES_PATH": str(PROJECT / "roles")},
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
+    rc, output = ansible_playbook("site.yml", "-e", "postgresql_hub_app_password=", "-e", "host_data_device=",
+                                  timeout=600)
+    assert rc != 0, output
     assert "postgresql_hub_app_password is missing" in output
     # The failure came from the preflight play: no task of the build play ran.
     assert "Install the base packages the host needs" not in output

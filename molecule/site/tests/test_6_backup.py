@@ -3,58 +3,35 @@ backups in both repositories, WAL in both, a restore from repo1 with a row only 
 the busy refusal, and bad inputs stopped by the preflight."""
 
 import json
-import os
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import testinfra
-from conftest import SECRETS, psql
+from conftest import SECRETS, ansible_playbook, flat, host_of, psql
+from pgbackrest_info import info, switch_wal_and_wait, wal_max
 
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 ALERTS = "/var/log/hub/alerts.log"
-INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-
-
-def _host_of(group: str):
-    hosts = testinfra.get_hosts([f"ansible://{group}"], ansible_inventory=INVENTORY)
-    assert hosts, f"no host in group {group}"
-    return hosts[0]
 
 
 @pytest.fixture(scope="module")
 def hub():
-    return _host_of("hub_db")
+    return host_of("hub_db")
 
 
 @pytest.fixture(scope="module")
 def offsite():
-    return _host_of("backup_offsite")
+    return host_of("backup_offsite")
 
 
 def passphrase() -> str:
     return (SECRETS / "backup_repo_cipher_pass").read_text().split()[0]
 
 
-def info(host) -> dict:
-    result = host.run("sudo -u postgres pgbackrest --stanza=hub --output=json info")
-    assert result.rc == 0, result.stderr
-    return json.loads(result.stdout)[0]
-
-
 def backups(host, repo: int, kind: str | None = None) -> list[dict]:
     return [b for b in info(host).get("backup", [])
             if b["database"]["repo-key"] == repo and (kind is None or b["type"] == kind)]
-
-
-def wal_max(host, repo: int) -> str | None:
-    for a in info(host).get("archive", []):
-        if a["database"]["repo-key"] == repo:
-            return a.get("max")
-    return None
 
 
 def job(host, args: str):
@@ -68,17 +45,6 @@ def last_run(hub, name: str) -> list[str]:
 
 def alerts(host) -> str:
     return host.file(ALERTS).content_string if host.file(ALERTS).exists else ""
-
-
-def switch_wal_and_wait(hub) -> str:
-    """Close the current WAL segment and wait until PostgreSQL reports it archived."""
-    segment = psql(hub, "SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
-    for _ in range(120):
-        done = psql(hub, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", db="postgres")
-        if done >= segment:
-            return segment
-        time.sleep(1)
-    raise AssertionError(f"WAL segment {segment} was not archived within 120 s")
 
 
 # --------------------------------------------------------------------------- files and schedules
@@ -296,14 +262,8 @@ def test_a_failed_backup_job_alerts_at_once(hub):
 
 # --------------------------------------------------------------------------- bad inputs
 
-def _playbook_with(extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["ANSIBLE_CONFIG"] = str(Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg")
-    env["ANSIBLE_ROLES_PATH"] = str(PROJECT / "roles")
-    env["ANSIBLE_NOCOLOR"] = "1"
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    return subprocess.run(["ansible-playbook", "-i", INVENTORY, str(PROJECT / "site.yml"), "-e", extra],
-                          capture_output=True, text=True, env=env, check=False, timeout=600)
+def _site_with(extra: str) -> tuple[int, str]:
+    return ansible_playbook("site.yml", "-e", extra, timeout=600)
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -313,27 +273,26 @@ def _playbook_with(extra: str) -> subprocess.CompletedProcess:
     ('{"pgbackrest_repo1_retention_full": 0}', "pgbackrest_repo1_retention_full is 0; it must be at least 1"),
 ])
 def test_bad_input_stops_in_the_preflight_before_anything_changes(extra, message):
-    run = _playbook_with(extra)
-    assert run.returncode != 0
-    # Ansible prints a failed task's result on stderr.
-    out = " ".join((run.stdout + run.stderr).split())
-    assert message in out, (run.stdout + run.stderr)[-3000:]
+    rc, output = _site_with(extra)
+    assert rc != 0
+    out = flat(output)
+    assert message in out, output[-3000:]
     assert "changed=0" in out and "changed=1" not in out
-    assert "Build the hub's PostgreSQL server" not in run.stdout
+    assert "Build the hub's PostgreSQL server" not in output
 
 
 def test_an_unreachable_offsite_host_stops_site_yml_before_anything_changes(offsite):
     name = offsite.backend.get_hostname()  # the container's name, as the inventory has it
     subprocess.run(["docker", "stop", "-t", "5", name], check=True, capture_output=True)
     try:
-        run = _playbook_with("{}")
+        rc, output = _site_with("{}")
     finally:
         subprocess.run(["docker", "start", name], check=True, capture_output=True)
-    out = " ".join((run.stdout + run.stderr).split())
-    assert run.returncode != 0
-    assert f"The off-site backup host {name} did not answer" in out, (run.stdout + run.stderr)[-3000:]
+    out = flat(output)
+    assert rc != 0
+    assert f"The off-site backup host {name} did not answer" in out, output[-3000:]
     assert "changed=0" in out and "changed=1" not in out
-    assert "Build the hub's PostgreSQL server" not in run.stdout
+    assert "Build the hub's PostgreSQL server" not in output
     for _ in range(60):
         if offsite.run("systemctl is-active pgbackrest.service").stdout.strip() == "active":
             break
