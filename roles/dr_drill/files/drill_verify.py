@@ -7,7 +7,11 @@ roles' passwords):
 
     {"database": "hub", "port": 5432, "months_ahead": 3,
      "logins": {"hub_app": "<password>", ...},
-     "rpo_reference": {"kind": "hub marker", "at": "2026-11-27 03:40:00+00"}}
+     "rpo_reference": {"kind": "hub marker", "at": "2026-11-27 03:40:00+00"},
+     "archive_end": "000000010000000A0000004F"}
+
+("archive_end", repo2's newest archived WAL segment when the drill read it, is given for a
+restore to the newest point only: a targeted restore stops before it on purpose.)
 
 Each check is {"name", "ok", "detail"}; "ok" is false only for a finding that makes the copy
 unfit. The script exits 0 whenever it could print its report (the role judges it), 1 if it
@@ -93,6 +97,32 @@ def live_tables(cur):
     rows = q(cur, sql.SQL("SELECT parent_table, control FROM {}.part_config ORDER BY 1")
              .format(sql.Identifier(row[0])))
     return [(*split_name(parent), control) for parent, control in rows]
+
+
+def lsn_bytes(lsn):
+    """'16/B374D848' -> its byte position."""
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def segment_position(name, segment_size):
+    """A WAL file name -> (timeline, segment number), for comparing positions."""
+    per_id = 0x100000000 // segment_size
+    return int(name[0:8], 16), int(name[8:16], 16) * per_id + int(name[16:24], 16)
+
+
+def segment_name(timeline, number, segment_size):
+    per_id = 0x100000000 // segment_size
+    return f"{timeline:08X}{number // per_id:08X}{number % per_id:08X}"
+
+
+def recovery_end(history):
+    """The last line of a timeline history file: (parent timeline, LSN where this one began)."""
+    lines = [line.split() for line in history.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines or len(lines[-1]) < 2:
+        return None
+    return int(lines[-1][0]), lines[-1][1]
 
 
 # --------------------------------------------------------------------------- the checks
@@ -286,6 +316,36 @@ def check_archive_queryable(cur, rep, tables):
               "; ".join(found + [f"FAILED: {b}" for b in bad]))
 
 
+def check_wal_end(cur, rep, archive_end):
+    """A restore to the newest point must replay every WAL segment repo2 held when the drill
+    read its archive. PostgreSQL ends recovery at the first segment it cannot fetch and promotes
+    all the same: a segment missing from the archive loses every later commit, silently."""
+    timeline, segment_size = one(cur, """
+        SELECT (pg_control_checkpoint()).timeline_id,
+               (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size')""")
+    history = one(cur, "SELECT pg_catalog.pg_read_file(%s, 0, 65536, true)",
+                  (f"pg_wal/{timeline:08X}.history",))[0]
+    end = recovery_end(history or "")
+    name = "WAL replayed to the end of repo2's archive"
+    if end is None:
+        rep.check(name, False, f"timeline {timeline} has no history file in pg_wal: the copy was "
+                  "not promoted from archive recovery, so where its replay ended is unknown")
+        return
+    parent, lsn = end
+    reached = (parent, lsn_bytes(lsn) // segment_size)
+    last = segment_name(parent, reached[1], segment_size)
+    rep.facts["recovery_end"] = {"timeline": parent, "lsn": lsn, "segment": last,
+                                 "archive_end": archive_end}
+    if segment_position(archive_end, segment_size) <= reached:
+        rep.check(name, True, f"replay ended at {lsn} (segment {last}, timeline {parent}); repo2's "
+                  f"archive ended at {archive_end} when the drill read it")
+    else:
+        rep.check(name, False, f"replay ENDED EARLY at {lsn} (segment {last}, timeline {parent}), "
+                  f"but repo2's archive holds WAL up to {archive_end}: a segment between is missing "
+                  "or unreadable (the PostgreSQL log names it), and every commit after "
+                  f"{lsn} is missing from this copy")
+
+
 def check_markers(cur, rep, reference):
     count, last_id, last_at, last_text = one(cur, """
         SELECT count(*), max(id), max(written_at), max(written_at)::text
@@ -347,6 +407,11 @@ def main():
                 ("partitions ahead",
                  lambda: check_ahead(cur, rep, tables, int(params.get("months_ahead", 3)))),
                 ("archive queryable", lambda: check_archive_queryable(cur, rep, tables)),
+            ]
+            if params.get("archive_end"):
+                steps.append(("WAL replayed to the end of repo2's archive",
+                              lambda: check_wal_end(cur, rep, params["archive_end"])))
+            steps += [
                 ("markers", lambda: check_markers(cur, rep, params.get("rpo_reference"))),
             ]
             for name, step in steps:
