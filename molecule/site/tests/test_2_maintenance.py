@@ -24,6 +24,8 @@ def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
     assert jobs["daily"][:6] == ["0", "3", "*", "*", "*", "hubmaint"]
     assert jobs["partitions"][:6] == ["0", "2", "1", "*", "*", "hubmaint"]
     assert jobs["daily"][6] == "/usr/local/bin/hubctl daily >> /var/log/hub/daily.log 2>&1"
+    # The marker the DR drill measures its RPO by (test_7_drill.py).
+    assert jobs["marker"][:6] == ["*/5", "*", "*", "*", "*", "hubmaint"]
     assert host.service("cron").is_running and host.service("cron").is_enabled
 
 

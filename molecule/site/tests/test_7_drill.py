@@ -1,0 +1,162 @@
+"""The disaster-recovery drill as an operator runs it (docs/runbook-dr.md): playbooks/dr-drill.yml
+onto the scenario's third host, which site.yml never touched. The drill builds it, restores the
+hub from the off-site repository (repo2) alone, verifies the copy and writes its report on the
+controller. Three drills, in order: the newest point (the report passes, RTO and RPO measured);
+a named restore point (the rows after it are absent); and a WAL segment taken out of repo2 (the
+drill fails, and its report names the check). These run last: the backup tests before them
+leave repo2 with a full backup taken after their outages."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ansible_playbook, flat, host_of, psql
+from pgbackrest_info import switch_wal_and_wait, wal_max
+
+REPORTS = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "dr-reports"
+REPO2 = "/var/lib/pgbackrest-offsite"
+WAL_END = "WAL replayed to the end of repo2's archive"
+# Every check of files/drill_verify.py; the WAL end is checked for a restore to the newest point.
+CHECKS = {"archive_mode is off", "writable", "pg_amcheck", "archive ledger",
+          "partitions vs backup manifest", "partitions ahead", "archive queryable", "markers",
+          "roles log in"}
+PHASES = ("provision", "restore", "wal_replay_and_promotion", "verification")
+
+
+@pytest.fixture(scope="module")
+def hub():
+    return host_of("hub_db")
+
+
+@pytest.fixture(scope="module")
+def offsite():
+    return host_of("backup_offsite")
+
+
+@pytest.fixture(scope="module")
+def target():
+    return host_of("dr_target")
+
+
+def drill(*extra: str) -> tuple[int, str, dict]:
+    """Run the drill; return its exit code, its output and the JSON report it wrote."""
+    REPORTS.mkdir(exist_ok=True)
+    before = set(REPORTS.glob("*.json"))
+    rc, output = ansible_playbook("playbooks/dr-drill.yml", "-e", f"dr_drill_report_dir={REPORTS}", *extra)
+    written = sorted(set(REPORTS.glob("*.json")) - before)
+    assert len(written) == 1, f"the drill wrote {len(written)} reports: {output[-4000:]}"
+    assert written[0].with_suffix(".md").is_file()
+    return rc, output, json.loads(written[0].read_text())
+
+
+def probe(host) -> list[str]:
+    return psql(host, "SELECT note FROM drill_probe ORDER BY note", db="postgres").split()
+
+
+def write_and_ship(hub, *notes: str) -> str:
+    """Write rows on the hub, close their WAL segment and wait until repo2 holds it."""
+    psql(hub, [f"INSERT INTO drill_probe VALUES ('{note}')" for note in notes], db="postgres")
+    segment = switch_wal_and_wait(hub)
+    for _ in range(120):
+        if (wal_max(hub, 2) or "")[-24:] >= segment:
+            return segment
+        time.sleep(1)
+    raise AssertionError(f"repo2 did not receive {segment} within 120 s")
+
+
+def test_the_drill_restores_repo2_onto_a_fresh_host_and_its_report_passes(hub, target):
+    assert not target.exists("psql"), "the drill host must start without PostgreSQL"
+    psql(hub, "CREATE TABLE drill_probe (note text PRIMARY KEY)", db="postgres")
+    write_and_ship(hub, "before-the-drill")
+
+    rc, output, report = drill()
+    assert rc == 0, output[-4000:]
+    assert report["ok"] is True and report["failures"] == [], report["failures"]
+    checks = {c["name"]: c for c in report["checks"]}
+    assert set(checks) == CHECKS | {WAL_END}
+    assert all(c["ok"] for c in checks.values()), [c for c in checks.values() if not c["ok"]]
+    assert "0 finding(s)" in checks["pg_amcheck"]["detail"]
+    assert report["drill"]["target"] == "latest" and "--archive-mode=off" in report["drill"]["restore_options"]
+    assert report["archive_mode"] == "off" and report["archiving_into_hub_repositories"] is False
+
+    # RTO: on the clock, from the drill's start to the verified copy, phase by phase.
+    phases = report["rto"]["phases_s"]
+    assert all(isinstance(phases[p], (int, float)) and phases[p] >= 0 for p in PHASES), phases
+    assert phases["provision"] > 0 and phases["restore"] > 0
+    assert abs(report["rto"]["seconds"] - sum(phases[p] for p in PHASES)) < 1, report["rto"]
+    assert report["rto"]["ok"] and report["rto"]["budget_s"] == 14400
+
+    # RPO: the hub's newest marker as the restore began against the newest the copy holds, a
+    # marker the hub really wrote.
+    rpo = report["rpo"]
+    assert report["drill"]["hub_marked"] is True
+    assert rpo["reference"]["kind"].startswith("hub's newest marker"), rpo
+    assert isinstance(rpo["seconds"], (int, float)) and 0 <= rpo["seconds"] <= rpo["budget_s"] == 86400
+    restored = rpo["restored_markers"]
+    assert psql(hub, f"SELECT written_at::text FROM hub_markers WHERE id = {int(restored['last_id'])}") \
+        == restored["last_written_at"]
+
+    # The copy is the hub's: the row written before the drill is there, and it is writable.
+    assert probe(target) == ["before-the-drill"]
+    assert psql(target, "SELECT pg_is_in_recovery()", db="postgres") == "f"
+
+
+def test_the_copy_never_archives_into_the_hubs_repositories(hub, offsite, target):
+    assert psql(target, "SHOW archive_mode", db="postgres") == "off"
+    psql(target, "INSERT INTO drill_probe VALUES ('written-on-the-copy')", db="postgres")
+    segment = psql(target, "SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
+    timeline = segment[:8]
+    assert timeline != "00000001", "the copy was not promoted onto a timeline of its own"
+    assert psql(target, "SELECT archived_count + failed_count FROM pg_stat_archiver", db="postgres") == "0"
+    ready = target.run("find /var/lib/postgresql -path '*/pg_wal/archive_status/*.ready'").stdout.split()
+    assert ready == [], ready
+    # Neither repository holds anything of the copy's timeline: no history file, no segment.
+    for host, path in ((offsite, REPO2), (hub, "/var/lib/pgbackrest")):
+        found = host.run(f"find {path}/archive -name '{timeline}*'").stdout.split()
+        assert found == [], found
+    # Nor a copy of its pgBackRest configuration that could: repo2 only, never repo1.
+    conf = target.file("/etc/pgbackrest/pgbackrest.conf")
+    assert conf.user == "postgres" and conf.mode == 0o640
+    assert "repo1-" not in conf.content_string and "repo2-host=" in conf.content_string
+
+
+def test_a_drill_to_a_restore_point_has_the_rows_before_it_and_none_after(hub, target):
+    psql(hub, ["INSERT INTO drill_probe VALUES ('before-the-point')",
+               "SELECT pg_create_restore_point('drill-test-point')",
+               "INSERT INTO drill_probe VALUES ('after-the-point')"], db="postgres")
+    write_and_ship(hub, "after-the-point-too")
+
+    rc, output, report = drill("-e", "dr_drill_target_name=drill-test-point")
+    assert rc == 0, output[-4000:]
+    assert report["ok"] is True, report["failures"]
+    assert report["drill"]["target"] == "name" and report["drill"]["target_value"] == "drill-test-point"
+    assert {c["name"] for c in report["checks"]} == CHECKS
+    assert "--type=name" in report["drill"]["restore_options"]
+    assert probe(target) == ["before-the-drill", "before-the-point"]
+
+
+def test_a_wal_segment_missing_from_repo2_fails_the_drill_and_the_report_names_the_check(hub, offsite, target):
+    first = write_and_ship(hub, "gap-1")
+    lost = write_and_ship(hub, "gap-2")
+    last = write_and_ship(hub, "gap-3")
+    files = offsite.run(f"find {REPO2}/archive/hub -name '{lost}-*'").stdout.split()
+    assert len(files) == 1, files
+    aside = "/var/tmp/" + os.path.basename(files[0])
+    offsite.run(f"mv {files[0]} {aside}")
+    try:
+        rc, output, report = drill()
+    finally:
+        offsite.run(f"mv {aside} {files[0]}")
+    assert rc != 0
+    assert f"check failed: {WAL_END}" in report["failures"], report["failures"]
+    assert "FAILED: check failed: WAL replayed to the end of repo2" in flat(output), output[-4000:]
+    check = next(c for c in report["checks"] if c["name"] == WAL_END)
+    assert not check["ok"] and "ENDED EARLY" in check["detail"], check
+    # Replay stopped where the segment is missing: the copy has the row before it and lost the rest.
+    assert report["recovery_end"]["segment"] in (first, lost), report["recovery_end"]
+    assert report["recovery_end"]["archive_end"][-24:] >= last
+    assert probe(target) == ["after-the-point", "after-the-point-too", "before-the-drill", "before-the-point", "gap-1"]
+    # Every other check passed: only the missing WAL is reported.
+    assert [c["name"] for c in report["checks"] if not c["ok"]] == [WAL_END]
