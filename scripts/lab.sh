@@ -5,6 +5,7 @@
 # disk, runs site.yml against inventories/lab and prints what was provisioned.
 # `drill` (after `up`) starts a fresh dr_target container, hub-lab-drill, with a loop device of
 # its own, runs playbooks/dr-drill.yml (restore from repo2, verify, report) and prints the report.
+# Arguments after `drill` go to ansible-playbook: scripts/lab.sh drill -e dr_drill_target_name=X
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -189,7 +190,7 @@ case "${1:-}" in
     cd "$root"
     touch "$lab/drill-started"
     rc=0
-    HUB_LAB_DRILL_DATA_DEVICE="$device" ansible-playbook playbooks/dr-drill.yml -i inventories/lab || rc=$?
+    HUB_LAB_DRILL_DATA_DEVICE="$device" ansible-playbook playbooks/dr-drill.yml -i inventories/lab "${@:2}" || rc=$?
     # Only this drill's report (a drill stopped before its report leaves none).
     report="$(find reports/dr -name "dr-drill-*-$drill.md" -newer "$lab/drill-started" 2>/dev/null | sort | tail -n 1)"
     if [ -n "$report" ]; then
