@@ -22,6 +22,8 @@ repo1 at the measured rate, and from an off-site repo2 as max(transfer of the co
 the stated links, local restore time). Writes everything to --out as JSON. Removes its cluster,
 --workdir and every /var/tmp/bench-repo-* at the end unless --keep (restore directories are
 always removed). Reuse a cluster kept earlier with --reuse (skips the minutes of data generation).
+With --amcheck it also times pg_amcheck on the database as the DR drill runs it (its verification
+phase); --amcheck --no-backups measures that alone.
 
 Run as root on a Debian host or lab container with postgresql-17 and pgbackrest installed:
 
@@ -267,6 +269,24 @@ def pgbackrest(conf, *args, capture=True):
                        capture=capture)
 
 
+def time_amcheck(cl, bindir):
+    """pg_amcheck as the DR drill runs it (heap and B-tree checks of every relation, no
+    --heapallindexed), on the generated database; its time extrapolated to TARGET_GB."""
+    db_bytes = int(cl.sql(f"SELECT pg_database_size('{DB}')")[0][0])
+    argv = [os.path.join(bindir, "pg_amcheck"), "--install-missing", "-h", cl.sockdir,
+            "-p", str(cl.port), "--database", DB]
+    log("pg_amcheck " + " ".join(argv[1:]))
+    started = time.monotonic()
+    proc = subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    findings = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    gb_min = db_bytes / 1e9 / (seconds / 60)
+    result = {"database_bytes": db_bytes, "seconds": round(seconds, 1), "exit": proc.returncode, "findings": len(findings),
+              "gb_per_min": round(gb_min, 2), "minutes_at_target": round(TARGET_GB / gb_min, 1)}
+    log(f"pg_amcheck: {result}")
+    return result
+
+
 def combos(args):
     """--compress entries (type or type:level) x --process-max, each with its name."""
     out = []
@@ -403,6 +423,10 @@ def main():
                     help="keep the cluster (left running) and the repositories at the end")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
                     help="do not start each restored cluster to count its rows")
+    ap.add_argument("--amcheck", action="store_true",
+                    help="also time pg_amcheck on the database, as the DR drill runs it")
+    ap.add_argument("--no-backups", dest="backups", action="store_false",
+                    help="measure no backup setting (with --amcheck: pg_amcheck alone)")
     args = ap.parse_args()
 
     if os.geteuid() != 0:
@@ -413,7 +437,7 @@ def main():
         pwd.getpwnam("postgres")
     except KeyError:
         die("no postgres OS user (install the Debian postgresql package)")
-    specs = combos(args)
+    specs = combos(args) if args.backups else []
     links = [int(m) for m in args.links_mbit.split(",")]
 
     bindir = find_bindir(args.pg_version)
@@ -423,7 +447,7 @@ def main():
     cl = Cluster(bindir, os.path.join(args.workdir, "pgdata"), os.path.join(args.workdir, "sock"), PORT)
     conf_link = os.path.join(args.workdir, "pgbackrest.conf")
 
-    gen, results = {}, []
+    gen, results, amcheck = {}, [], None
     try:
         if args.reuse and os.path.exists(os.path.join(cl.datadir, "PG_VERSION")):
             log(f"reusing {cl.datadir}")
@@ -447,6 +471,8 @@ def main():
             f"{db_total / 1e9:.2f} GB (table and indexes {table_bytes / 1e9:.2f} GB), "
             f"data dir {du(cl.datadir) / 1e9:.2f} GB")
 
+        if args.amcheck:
+            amcheck = time_amcheck(cl, bindir)
         for spec in specs:
             r = run_combo(cl, args, spec, conf_link, rows)
             r["extrapolation"] = extrapolate(r, links)
@@ -463,7 +489,7 @@ def main():
     out = {"versions": versions, "rows": rows, "databases_bytes": db_total,
            "table_bytes": table_bytes, "generation": gen, "cores": os.cpu_count(),
            "loadavg_at_end": load, "cache": "warm (page cache not dropped)",
-           "target_gb": TARGET_GB, "links_mbit": links, "results": results}
+           "target_gb": TARGET_GB, "links_mbit": links, "results": results, "amcheck": amcheck}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     print()
