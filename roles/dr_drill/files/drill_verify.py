@@ -5,7 +5,7 @@ Run on the drill host as postgres (peer authentication on the local socket), by 
 role, with its input as JSON on stdin (never on the command line, since it carries the login
 roles' passwords):
 
-    {"database": "hub", "port": 5432, "months_ahead": 3,
+    {"database": "hub", "port": 5432, "months_ahead": 3, "today": "",
      "logins": {"hub_app": "<password>", ...},
      "rpo_reference": {"kind": "hub marker", "at": "2026-11-27 03:40:00+00"},
      "archive_end": "000000010000000A0000004F"}
@@ -287,8 +287,8 @@ def check_logins(rep, logins, database, port):
               + (f"; FAILED: {' | '.join(bad)}" if bad else ""))
 
 
-def check_ahead(cur, rep, tables, months_ahead):
-    today = one(cur, "SELECT current_date")[0]
+def check_ahead(cur, rep, tables, months_ahead, today=None):
+    today = _dt.date.fromisoformat(today) if today else one(cur, "SELECT current_date")[0]
     wanted = add_months(today.replace(day=1), months_ahead)
     missing = []
     for schema, name, _ in tables:
@@ -405,7 +405,8 @@ def main():
                 ("archive ledger", lambda: check_ledger(cur, rep, tables)),
                 ("partitions vs backup manifest", lambda: check_manifest(cur, rep)),
                 ("partitions ahead",
-                 lambda: check_ahead(cur, rep, tables, int(params.get("months_ahead", 3)))),
+                 lambda: check_ahead(cur, rep, tables, int(params.get("months_ahead", 3)),
+                                     params.get("today"))),
                 ("archive queryable", lambda: check_archive_queryable(cur, rep, tables)),
             ]
             if params.get("archive_end"):
