@@ -19,4 +19,7 @@ echo "==> Creating the virtualenv in $venv"
 python3 -m venv "$venv"
 echo "==> Installing the tool chain from pyproject.toml (ansible, molecule, testinfra, linters)"
 "$venv/bin/pip" install --quiet --disable-pip-version-check --progress-bar off -e '.[test]'
-"$venv/bin/ansible" --version | head -n 1
+# The whole output first: `| head -n 1` closes the pipe early, and under pipefail ansible's
+# broken-pipe error then failed the install at random (a clean-clone CI run, 2026-11-27).
+version="$("$venv/bin/ansible" --version)"
+echo "${version%%$'\n'*}"
