@@ -24,8 +24,9 @@ PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).re
 
 def ansible_playbook(playbook, *args: str, timeout: int = 1800) -> tuple[int, str]:
     """Run one of the project's playbooks from the controller against the scenario's inventory,
-    as an operator runs it from the project directory (its ansible.cfg, its roles). Returns the
-    exit code and the output (stdout, then stderr, where Ansible prints a failed task)."""
+    from the project directory, with Molecule's ansible.cfg (ANSIBLE_CONFIG, which Molecule sets
+    for the verifier) and the project's roles. Returns the exit code and the output (stdout,
+    then stderr, where Ansible prints a failed task)."""
     run = subprocess.run(
         ["ansible-playbook", str(PROJECT / playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"], *args],
         capture_output=True, text=True, timeout=timeout, cwd=PROJECT, check=False,

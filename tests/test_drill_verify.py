@@ -43,9 +43,27 @@ def test_recovery_end_is_the_last_line_of_the_history_file():
 
 
 def test_a_replay_that_ended_before_the_archives_end_is_behind_it():
-    # Segment ...07 missing: replay ends in ...06 while repo2 holds up to ...09.
-    reached = (1, drill_verify.lsn_bytes("0/6FFFF40") // MB16)
-    assert drill_verify.segment_position("000000010000000000000009", MB16) > reached
-    # Nothing missing: replay reads ...09 to its end (a switch record moves it to ...0A).
-    reached = (1, drill_verify.lsn_bytes("0/A000000") // MB16)
-    assert drill_verify.segment_position("000000010000000000000009", MB16) <= reached
+    # Segment ...07 missing after ...06 ended with a switch record: the new timeline begins at
+    # 0/7000000, but replay read through ...06 only, while repo2 holds up to ...09.
+    assert drill_verify.replay_end("0/7000000", "000000010000000000000009", MB16) == (6, False)
+    # Mid-segment end (a record cut short in the missing segment's predecessor).
+    assert drill_verify.replay_end("0/6FFFF40", "000000010000000000000009", MB16) == (6, False)
+
+
+def test_the_newest_segment_missing_or_unreadable_is_behind_too():
+    # repo2's newest segment ...09 cannot be read: replay ends at its start, having read ...08.
+    assert drill_verify.replay_end("0/9000000", "000000010000000000000009", MB16) == (8, False)
+
+
+def test_a_replay_through_the_archives_last_segment_reached_it():
+    # ...09 read through its switch record: the new timeline begins at the start of ...0A.
+    assert drill_verify.replay_end("0/A000000", "000000010000000000000009", MB16) == (9, True)
+    # A later segment arrived while the copy replayed: further is fine.
+    assert drill_verify.replay_end("0/B000000", "000000010000000000000009", MB16) == (10, True)
+
+
+def test_timelines_do_not_decide_the_comparison():
+    # The archive's newest segment on a newer timeline (a promotion since) is compared by its
+    # number: LSNs continue across timelines.
+    assert drill_verify.replay_end("0/9000000", "000000030000000000000009", MB16) == (8, False)
+    assert drill_verify.replay_end("0/A000000", "000000030000000000000009", MB16) == (9, True)

@@ -116,6 +116,17 @@ def segment_name(timeline, number, segment_size):
     return f"{timeline:08X}{number // per_id:08X}{number % per_id:08X}"
 
 
+def replay_end(lsn, archive_end, segment_size):
+    """(number of the segment holding the last replayed byte, whether that reaches archive_end).
+
+    The history file's switchpoint is where the new timeline begins: after a segment that ends
+    with a switch record (archive_timeout's) it is the start of the next segment, which replay
+    never read; the last byte replayed is the one before it. Segment numbers continue across
+    timelines, so they are compared alone."""
+    last = (lsn_bytes(lsn) - 1) // segment_size
+    return last, segment_position(archive_end, segment_size)[1] <= last
+
+
 def recovery_end(history):
     """The last line of a timeline history file: (parent timeline, LSN where this one began)."""
     lines = [line.split() for line in history.splitlines()
@@ -331,18 +342,19 @@ def check_wal_end(cur, rep, archive_end):
         rep.check(name, False, f"timeline {timeline} has no history file in pg_wal: the copy was "
                   "not promoted from archive recovery, so where its replay ended is unknown")
         return
+    # The timeline recovery followed (the new one's parent) names the last segment it read.
     parent, lsn = end
-    reached = (parent, lsn_bytes(lsn) // segment_size)
-    last = segment_name(parent, reached[1], segment_size)
+    number, reached = replay_end(lsn, archive_end, segment_size)
+    last = segment_name(parent, number, segment_size)
     rep.facts["recovery_end"] = {"timeline": parent, "lsn": lsn, "segment": last,
                                  "archive_end": archive_end}
-    if segment_position(archive_end, segment_size) <= reached:
-        rep.check(name, True, f"replay ended at {lsn} (segment {last}, timeline {parent}); repo2's "
+    if reached:
+        rep.check(name, True, f"replay read through segment {last} and ended at {lsn}; repo2's "
                   f"archive ended at {archive_end} when the drill read it")
     else:
-        rep.check(name, False, f"replay ENDED EARLY at {lsn} (segment {last}, timeline {parent}), "
-                  f"but repo2's archive holds WAL up to {archive_end}: a segment between is missing "
-                  "or unreadable (the PostgreSQL log names it), and every commit after "
+        rep.check(name, False, f"replay ENDED EARLY: it read through segment {last} (ended at {lsn}), "
+                  f"but repo2's archive holds WAL up to {archive_end}: the segment after {last} is "
+                  "missing or unreadable (the PostgreSQL log names it), and every commit after "
                   f"{lsn} is missing from this copy")
 
 
@@ -419,7 +431,7 @@ def main():
                 try:
                     step()
                     conn.commit()
-                except psycopg2.Error as exc:
+                except Exception as exc:  # one check's failure must not lose the others
                     conn.rollback()
                     rep.check(name, False, " ".join(str(exc).split())[:500])
         check_logins(rep, params.get("logins") or {}, database, port)
