@@ -48,6 +48,24 @@ def host_of(group: str):
     return hosts[0]
 
 
+@pytest.fixture(scope="module")
+def hub():
+    """The hub_db host, for tests that reach more than one host."""
+    return host_of("hub_db")
+
+
+@pytest.fixture(scope="module")
+def offsite():
+    """The backup_offsite host."""
+    return host_of("backup_offsite")
+
+
+@pytest.fixture(scope="module")
+def target():
+    """The dr_target host a DR drill restores onto."""
+    return host_of("dr_target")
+
+
 def secret(name: str) -> str:
     """A password the scenario generated into Molecule's ephemeral directory."""
     return (SECRETS / name).read_text().split()[0]

@@ -1,6 +1,8 @@
-"""Helpers for the hubctl tests (config files, passfiles)."""
+"""Helpers for the hubctl tests (config files, passfiles, the command line in a subprocess)."""
 
 import os
+import subprocess
+import sys
 
 
 def write_pgpass(path, line="127.0.0.1:5432:hub:hub_maint:not-a-real-password\n", mode=0o600):
@@ -24,3 +26,12 @@ def write_config(tmp_path, *, passfile=None, port=5432, extra_db="", jobs=None,
     path = tmp_path / name
     path.write_text(text)
     return str(path)
+
+
+def run_hubctl(repo_root, *args, env_extra=None, timeout=60):
+    """`python -m hubctl ARGS` in a subprocess, from /, without the caller's PG* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PYTHONPATH"] = repo_root
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "hubctl", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd="/")

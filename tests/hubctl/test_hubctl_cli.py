@@ -6,23 +6,14 @@ connection is refused at once. That is enough to check usage errors, config erro
 """
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from hubctl.jobs import JobLock
+from hubctl_testutil import run_hubctl as run
 from hubctl_testutil import write_config
 
 DEAD_PORT = 1
-
-
-def run(repo_root, *args, env_extra=None, timeout=60):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["PYTHONPATH"] = repo_root
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "hubctl", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd="/")
 
 
 @pytest.fixture

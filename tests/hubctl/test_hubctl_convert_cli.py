@@ -2,17 +2,9 @@
 
 import fcntl
 import os
-import subprocess
-import sys
 
+from hubctl_testutil import run_hubctl as run
 from hubctl_testutil import write_config
-
-
-def run(repo_root, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["PYTHONPATH"] = repo_root
-    return subprocess.run([sys.executable, "-m", "hubctl", *args], env=env, capture_output=True,
-                          text=True, timeout=60, cwd="/")
 
 
 def test_an_unknown_phase_is_a_usage_error(repo_root, tmp_path):

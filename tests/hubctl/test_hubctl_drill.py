@@ -5,16 +5,13 @@ a dead port, as in test_hubctl_cli.py."""
 
 import datetime as _dt
 import io
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 
 from hubctl import backup, cli, drill, jobs
 from hubctl.jobs import JobLock
-from hubctl_testutil import write_config
+from hubctl_testutil import run_hubctl, write_config
 
 DEAD_PORT = 1
 WRITTEN = _dt.datetime(2026, 11, 27, 3, 40, tzinfo=_dt.timezone.utc)
@@ -234,13 +231,6 @@ def test_marker_is_a_read_only_command_not_a_job():
     assert cmd.run is drill.marker_run and cmd.body is None
 
 
-def _run_cli(repo_root, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["PYTHONPATH"] = repo_root
-    return subprocess.run([sys.executable, "-m", "hubctl", *args], env=env, capture_output=True,
-                          text=True, timeout=60, cwd="/")
-
-
 def test_marker_runs_while_another_job_holds_the_lock(repo_root, tmp_path):
     """The daily jobs' lock never refuses a marker: it fails here only because the database is
     down (exit 1, not 75 busy), and takes no lock and writes no alert."""
@@ -250,7 +240,7 @@ def test_marker_runs_while_another_job_holds_the_lock(repo_root, tmp_path):
     lock = JobLock(str(tmp_path / "lock"))
     assert lock.acquire("daily")
     try:
-        p = _run_cli(repo_root, "--config", cfg, "marker")
+        p = run_hubctl(repo_root, "--config", cfg, "marker")
     finally:
         lock.release()
     assert p.returncode == jobs.EXIT_FAILED, p
@@ -261,6 +251,6 @@ def test_marker_runs_while_another_job_holds_the_lock(repo_root, tmp_path):
 
 def test_marker_dry_run_connects_to_nothing(repo_root, tmp_path):
     cfg = write_config(tmp_path, port=DEAD_PORT)
-    p = _run_cli(repo_root, "--config", cfg, "--dry-run", "marker")
+    p = run_hubctl(repo_root, "--config", cfg, "--dry-run", "marker")
     assert p.returncode == 0, p
     assert "outcome=dry-run" in p.stdout

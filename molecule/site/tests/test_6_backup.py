@@ -8,21 +8,11 @@ import subprocess
 import time
 
 import pytest
-from conftest import SECRETS, ansible_playbook, flat, host_of, psql
+from conftest import SECRETS, ansible_playbook, flat, psql
 from pgbackrest_info import info, switch_wal_and_wait, wal_max
 
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 ALERTS = "/var/log/hub/alerts.log"
-
-
-@pytest.fixture(scope="module")
-def hub():
-    return host_of("hub_db")
-
-
-@pytest.fixture(scope="module")
-def offsite():
-    return host_of("backup_offsite")
 
 
 def passphrase() -> str:

@@ -12,7 +12,6 @@ import os
 import time
 from pathlib import Path
 
-import pytest
 from conftest import PROJECT, ansible_playbook, flat, host_of, psql
 from pgbackrest_info import switch_wal_and_wait, wal_max
 
@@ -25,21 +24,6 @@ CHECKS = {"archive_mode is off", "writable", "pg_amcheck", "archive ledger",
           "partitions vs backup manifest", "partitions ahead", "archive queryable", "markers",
           "roles log in"}
 PHASES = ("provision", "restore", "wal_replay_and_promotion", "verification")
-
-
-@pytest.fixture(scope="module")
-def hub():
-    return host_of("hub_db")
-
-
-@pytest.fixture(scope="module")
-def offsite():
-    return host_of("backup_offsite")
-
-
-@pytest.fixture(scope="module")
-def target():
-    return host_of("dr_target")
 
 
 def hub_today() -> str:
