@@ -17,6 +17,7 @@ scratch table (`drill_bench` in the `postgres` database) is dropped at the end.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -89,7 +90,9 @@ def main() -> int:
     marker = ROOT / ".lab" / "drill-bench-started"
     marker.parent.mkdir(exist_ok=True)
     marker.touch()
-    drill = subprocess.run([str(ROOT / "scripts" / "lab.sh"), "drill", *extra], cwd=ROOT,
+    # The project's virtualenv first, as make puts it (scripts/lab.sh runs ansible-playbook).
+    env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"}
+    drill = subprocess.run([str(ROOT / "scripts" / "lab.sh"), "drill", *extra], cwd=ROOT, env=env,
                            capture_output=True, text=True, check=False)
     reports = [p for p in (ROOT / "reports" / "dr").glob(f"dr-drill-*-{DRILL}.json")
                if p.stat().st_mtime > marker.stat().st_mtime]
