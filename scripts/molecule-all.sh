@@ -4,7 +4,8 @@
 # A lane runs its scenarios in order and stops at its first failure; the other lanes go on.
 # Each line of output carries its lane's tag, and each lane's whole output is also kept in
 # .cache/logs/molecule-dRELEASE.log. Ends with one line per scenario and release (result and
-# minutes) and fails if any failed. MOLECULE_LANES=1 runs the releases one after the other.
+# minutes), after the lines of each failed lane's log that say what failed, and fails if any
+# failed. MOLECULE_LANES=1 runs the releases one after the other.
 set -uo pipefail
 
 scenarios="${1:?usage: $0 \"SCENARIOS\" \"RELEASES\"}"
@@ -42,6 +43,15 @@ done
 grep -q FAILED "$summary" && failed=1
 expected=$(( $(wc -w <<< "$scenarios") * $(wc -w <<< "$releases") ))
 [ "$(wc -l < "$summary")" -eq "$expected" ] || failed=1
+# CI keeps only the end of the output: say why each failed lane failed (its last pytest FAILED or
+# ERROR lines, or Ansible's fatal ones), then the summary.
+for release in $releases; do
+  grep -q "Debian $release *FAILED" "$summary" || continue
+  echo
+  echo "==> Why Debian $release failed (the whole log: .cache/logs/molecule-d$release.log)"
+  sed 's/\x1b\[[0-9;]*m//g' "$logs/molecule-d$release.log" \
+    | grep -E '^(FAILED|ERROR) |^fatal: |^failed: ' | tail -n 6 | cut -c1-300
+done
 echo
 echo "==> Molecule summary (lane logs: .cache/logs/)"
 sort -k3,3 -k1,1 "$summary"
