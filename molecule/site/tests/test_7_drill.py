@@ -3,7 +3,8 @@ onto the scenario's third host, which site.yml never touched. The drill builds i
 hub from the off-site repository (repo2) alone, verifies the copy and writes its report on the
 controller. Three drills, in order: the newest point (the report passes, RTO and RPO measured);
 a named restore point (the rows after it are absent); and a WAL segment taken out of repo2 (the
-drill fails, and its report names the check). These run last, in this order, once per converge
+drill fails, and its report names the check). The second and third skip the provisioning of the
+host the first built (--skip-tags dr_drill_provision), as an operator drilling again does. These run last, in this order, once per converge
 (a second `molecule verify` finds drill_probe and the drill host's PostgreSQL already there):
 the backup tests before them leave repo2 with a full backup taken after their outages."""
 
@@ -31,6 +32,9 @@ def hub_today() -> str:
     fifteen months past the calendar with hubctl --today, archiving the months near the real
     date: the partitions ahead are counted from the hub's day, not the calendar's."""
     return psql(host_of("hub_db"), "SELECT max(detail->>'today') FROM hub_job_runs WHERE job IN ('daily', 'partitions')")
+
+
+AGAIN = ("--skip-tags", "dr_drill_provision")
 
 
 def drill(*extra: str) -> tuple[int, str, dict]:
@@ -76,6 +80,7 @@ def test_the_drill_restores_repo2_onto_a_fresh_host_and_its_report_passes(hub, t
     assert checks["archive ledger"]["months"] > 0, checks["archive ledger"]
     assert checks["partitions vs backup manifest"]["partitions"] > 0, checks["partitions vs backup manifest"]
     assert report["drill"]["target"] == "latest" and "--archive-mode=off" in report["drill"]["restore_options"]
+    assert report["drill"]["provisioned"] is True
     assert report["archive_mode"] == "off" and report["archiving_into_hub_repositories"] is False
 
     # RTO: on the clock, from the drill's start to the verified copy, phase by phase.
@@ -125,9 +130,12 @@ def test_a_drill_to_a_restore_point_has_the_rows_before_it_and_none_after(hub, t
                "INSERT INTO drill_probe VALUES ('after-the-point')"], db="postgres")
     write_and_ship(hub, "after-the-point-too")
 
-    rc, output, report = drill("-e", "dr_drill_target_name=drill-test-point")
+    rc, output, report = drill("-e", "dr_drill_target_name=drill-test-point", *AGAIN)
     assert rc == 0, output[-4000:]
     assert report["ok"] is True, report["failures"]
+    # Over the host the first drill built: no provisioning, and the report says so.
+    assert report["drill"]["provisioned"] is False
+    assert "TASK [postgresql : " not in flat(output) and "TASK [dr_drill : Restore the hub from repo2" in flat(output)
     assert report["drill"]["target"] == "name" and report["drill"]["target_value"] == "drill-test-point"
     assert {c["name"] for c in report["checks"]} == CHECKS
     assert "--type=name" in report["drill"]["restore_options"]
@@ -143,7 +151,7 @@ def test_a_wal_segment_missing_from_repo2_fails_the_drill_and_the_report_names_t
     aside = "/var/tmp/" + os.path.basename(files[0])
     assert offsite.run(f"mv {files[0]} {aside}").rc == 0
     try:
-        rc, output, report = drill()
+        rc, output, report = drill(*AGAIN)
     finally:
         assert offsite.run(f"mv {aside} {files[0]}").rc == 0, "repo2's segment could not be put back"
     assert rc != 0
