@@ -3,10 +3,13 @@ onto the scenario's third host, which site.yml never touched. The drill builds i
 hub from the off-site repository (repo2) alone, verifies the copy and writes its report on the
 controller. Three drills, in order: the newest point (the report passes, RTO and RPO measured);
 a named restore point (the rows after it are absent); and a WAL segment taken out of repo2 (the
-drill fails, and its report names the check). The second and third skip the provisioning of the
-host the first built (--skip-tags dr_drill_provision), as an operator drilling again does. These run last, in this order, once per converge
-(a second `molecule verify` finds drill_probe and the drill host's PostgreSQL already there):
-the backup tests before them leave repo2 with a full backup taken after their outages."""
+drill fails, and its report names the check). Then the promotion mode of a real disaster: refused
+without the old primary fenced, and with it, the copy ready for site.yml to turn archiving on.
+All but the first skip the provisioning of the host the first built (--skip-tags
+dr_drill_provision), as an operator drilling again does. These run last, in this order, once
+per converge (a second `molecule verify` finds drill_probe and the drill host's PostgreSQL
+already there): the backup tests before them leave repo2 with a full backup taken after their
+outages."""
 
 import json
 import os
@@ -168,3 +171,32 @@ def test_a_wal_segment_missing_from_repo2_fails_the_drill_and_the_report_names_t
     assert probe(target) == ["after-the-point", "after-the-point-too", "before-the-drill", "before-the-point", "gap-1"]
     # Every other check passed: only the missing WAL is reported.
     assert [c["name"] for c in report["checks"] if not c["ok"]] == [WAL_END]
+
+
+def test_promotion_is_refused_until_the_old_primary_is_fenced_and_changes_nothing(target):
+    started = psql(target, "SELECT pg_postmaster_start_time()", db="postgres")
+    reports = set(REPORTS.glob("*"))
+    rc, output = ansible_playbook("playbooks/dr-drill.yml", "-e", f"dr_drill_report_dir={REPORTS}",
+                                  "-e", "dr_drill_promote=true", *AGAIN)
+    assert rc != 0
+    assert "first fence the old primary" in flat(output), output[-4000:]
+    assert "dr_drill_old_primary_fenced=true" in flat(output)
+    # Refused before the restore: the copy still runs as it was, and no report was written.
+    assert psql(target, "SELECT pg_postmaster_start_time()", db="postgres") == started
+    assert set(REPORTS.glob("*")) == reports
+
+
+def test_promotion_restores_and_clears_the_restores_archive_mode_for_site_yml(target):
+    rc, output, report = drill("-e", "dr_drill_promote=true", "-e", "dr_drill_old_primary_fenced=true", *AGAIN)
+    assert rc == 0, output[-4000:]
+    assert report["ok"] is True, report["failures"]
+    assert report["drill"]["mode"].startswith("promotion") and "site.yml" in report["drill"]["next_steps"]
+    # The old hub is not asked (it is fenced): the RPO counts from the drill's start.
+    assert report["drill"]["hub_marked"] is False
+    assert report["rpo"]["reference"]["kind"].startswith("drill start (promotion"), report["rpo"]
+    # Still not archiving, but the restore's archive_mode = off is gone from postgresql.auto.conf:
+    # the pgbackrest role's archive_mode = on takes effect at the restart site.yml makes.
+    assert psql(target, "SHOW archive_mode", db="postgres") == "off"
+    auto = psql(target, "SELECT current_setting('data_directory') || '/postgresql.auto.conf'", db="postgres")
+    assert "archive_mode" not in target.file(auto).content_string
+    assert probe(target)[-1] == "gap-3", "the promoted copy lacks the hub's newest rows"
