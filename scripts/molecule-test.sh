@@ -38,6 +38,9 @@ fi
 log "data disk: $device (1 GiB, backed by $image)"
 
 export HUB_DEBIAN_RELEASE="$release"
+# Molecule frames and wraps its output, and pytest shortens its failure lines, to the terminal's
+# width, 80 columns in CI: wide enough here that a failed test's line keeps its message.
+export COLUMNS=200
 export HUB_TEST_DATA_DEVICE="$device"
 # One working directory per scenario and release (inventory, generated secrets), so the two
 # releases of a scenario can run at the same time (make molecule runs them side by side).
