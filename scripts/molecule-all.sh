@@ -43,33 +43,12 @@ done
 grep -q FAILED "$summary" && failed=1
 expected=$(( $(wc -w <<< "$scenarios") * $(wc -w <<< "$releases") ))
 [ "$(wc -l < "$summary")" -eq "$expected" ] || failed=1
-# CI keeps only the end of the output: say why each failed lane failed, then the summary. A lane
-# stops at its first failure, so the failed scenario is its log's last ("==> [" starts each):
-# from it, pytest's short summary (FAILED/ERROR lines) and each Ansible "fatal:" with the lines
-# of its message, Molecule's frame ("  │ ") and colours removed.
-why() {
-  sed -e 's/\x1b\[[0-9;]*m//g' "$1" | awk '
-    /^==> \[/ { n = 0 }
-    { sub(/^ *│ ?/, ""); text[++n] = $0 }
-    END {
-      for (i = 1; i <= n; i++) {
-        if (text[i] ~ /short test summary info/) { s = 1; continue }
-        if (s && text[i] ~ /^=+ .*(failed|passed|error)/) s = 0
-        if (s && text[i] !~ /^ *=+$/) print text[i]
-        if (text[i] !~ /^(fatal|failed): \[/) continue
-        # Not a failure the play ignored ("...ignoring" before the next task).
-        for (j = i + 1; j <= n && text[j] !~ /^(TASK|PLAY|RUNNING HANDLER) \[/; j++)
-          if (text[j] ~ /^\.\.\.ignoring/) break
-        if (j <= n && text[j] ~ /^\.\.\.ignoring/) continue
-        for (j = i; j < i + 8 && j <= n; j++) print text[j]
-      }
-    }' | tail -n 24 | cut -c1-240
-}
+# CI keeps only the end of the output: say why each failed lane failed, then the summary.
 for release in $releases; do
   grep -q "Debian $release *FAILED" "$summary" || continue
   echo
   echo "==> Why Debian $release failed (the whole log: .cache/logs/molecule-d$release.log)"
-  why "$logs/molecule-d$release.log"
+  "$root/scripts/lane-failures.sh" "$logs/molecule-d$release.log"
 done
 echo
 echo "==> Molecule summary (lane logs: .cache/logs/)"
