@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from hubctl import __version__, archive, backup, cold, daily, jobs, partitions, stats, status
-from hubctl import convert, drill
+from hubctl import convert, drill, metrics
 from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
 from hubctl.dates import parse_date, resolve_stats_days
 
@@ -137,6 +137,9 @@ COMMANDS = {c.name: c for c in (
     Command("backup-status", "age and health of the newest backup in each pgBackRest "
             "repository (read-only)", add_arguments=backup.status_arguments,
             run=backup.status_run),
+    Command("metrics", "write the hub's facts (jobs, table sizes, partitions, slow statements, "
+            "WAL archiving, backups, free space) as a node-exporter textfile (read-only)",
+            add_arguments=metrics.add_arguments, validate=metrics.validate, run=metrics.run),
     Command("marker", "insert one row into hub_markers (cron, every 5 minutes): what DR drills "
             "measure the RPO with; no lock, no run record", add_arguments=drill.marker_arguments,
             run=drill.marker_run),
