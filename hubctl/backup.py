@@ -184,7 +184,8 @@ def status_text(stanza: str, summary: list[dict]) -> str:
 
 # --------------------------------------------------------------------------- job bodies
 
-def _read_info(stanza: str) -> dict:
+def read_info(stanza: str) -> dict:
+    """The stanza's `pgbackrest info`; PgBackRestError if it fails (backup-status, metrics)."""
     proc = run_pgbackrest(info_argv(stanza))
     _check(proc, "info")
     return parse_info(proc.stdout, stanza)
@@ -240,7 +241,7 @@ def backup(job: jobs.Job, stanza: str, repo: int, kind: str) -> None:
     _step_pgbackrest(job, "backup", backup_argv(stanza, repo, kind), repo=repo, type=kind)
     _step_pgbackrest(job, "expire", expire_argv(stanza, repo), repo=repo)
     with job.step("info", repo=repo) as st:
-        info = _read_info(stanza)
+        info = read_info(stanza)
         summary = {r["repo"]: r for r in repo_summary(info, time.time())}
         newest = (summary.get(repo) or {}).get("newest")
         st.set(label=newest and newest["label"], backups=summary.get(repo, {}).get("backups"))
@@ -322,7 +323,7 @@ def status_run(args: argparse.Namespace, cfg, today: _dt.date) -> int:
     """Exit 0 when every repository is healthy, 1 otherwise (for monitoring)."""
     log = jobs.Logger("backup-status")
     try:
-        summary = repo_summary(_read_info(args.stanza), time.time())
+        summary = repo_summary(read_info(args.stanza), time.time())
     except (PgBackRestError, OSError) as exc:
         log.line("info", outcome=jobs.FAILED, error=str(exc))
         return jobs.EXIT_FAILED

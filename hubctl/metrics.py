@@ -108,7 +108,7 @@ def render(families: list[Family]) -> str:
             text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(labels.items()))
             lines.append(f"{fam.name}{{{text}}} {format_value(value)}" if text
                          else f"{fam.name} {format_value(value)}")
-        if len(set(lines)) != len(lines) or len({ln.rsplit(" ", 1)[0] for ln in lines}) != len(lines):
+        if len({ln.rsplit(" ", 1)[0] for ln in lines}) != len(lines):
             raise ValueError(f"metric {fam.name}: the same labels twice")
         out.extend(sorted(lines))
     return "\n".join(out) + "\n"
@@ -343,12 +343,7 @@ def collect_archiver(m: Metrics, cur) -> None:
 
 
 def collect_backups(m: Metrics, stanza: str, now: float) -> None:
-    proc = backup.run_pgbackrest(backup.info_argv(stanza))
-    if proc.returncode != 0:
-        raise backup.PgBackRestError(f"pgbackrest info exited {proc.returncode}: "
-                                     f"{backup.tail(proc.stderr or proc.stdout)}")
-    info = backup.parse_info(proc.stdout, stanza)
-    for r in backup.repo_summary(info, now):
+    for r in backup.repo_summary(backup.read_info(stanza), now):
         repo = str(r["repo"])
         m.gauge("hub_backup_repo_ok", "1 when pgBackRest reports the repository ok",
                 r["status"] == "ok", repo=repo)
