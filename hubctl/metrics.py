@@ -33,7 +33,9 @@ import time
 from hubctl import backup, db, jobs
 from hubctl.partitions import live_tables, months_ahead, read_partitions
 
-DEFAULT_TEXTFILE = "/var/lib/prometheus/node-exporter/hub.prom"
+# The maintenance role makes this directory (hubmaint's) and the exporters role points
+# node-exporter's textfile collector at it.
+DEFAULT_TEXTFILE = "/var/lib/hub/metrics/hub.prom"
 DEFAULT_SLOW_SECONDS = 1.0
 DEFAULT_ROWS_CAP = 100_000
 # Outcomes a run record can have (migration 0005); one series each, 1 for the last run's.
@@ -354,13 +356,14 @@ def collect_backups(m: Metrics, stanza: str, now: float) -> None:
                         round(brief["age_hours"] * 3600), repo=repo, type=kind)
 
 
-def collect_volumes(m: Metrics, volumes: dict[str, str]) -> None:
-    for name, path in sorted(volumes.items()):
-        st = os.statvfs(path)
-        m.gauge("hub_volume_size_bytes", "size of the file system holding the path",
-                st.f_blocks * st.f_frsize, volume=name, path=path)
-        m.gauge("hub_volume_free_bytes", "bytes free to unprivileged users on that file system",
-                st.f_bavail * st.f_frsize, volume=name, path=path)
+def collect_volume(m: Metrics, name: str, path: str) -> None:
+    """One volume: a path that is missing (repo1 before pgBackRest is installed) is that
+    volume's source down, never the others'."""
+    st = os.statvfs(path)
+    m.gauge("hub_volume_size_bytes", "size of the file system holding the path",
+            st.f_blocks * st.f_frsize, volume=name, path=path)
+    m.gauge("hub_volume_free_bytes", "bytes free to unprivileged users on that file system",
+            st.f_bavail * st.f_frsize, volume=name, path=path)
 
 
 # --------------------------------------------------------------------------- the command
@@ -396,9 +399,6 @@ def validate(args: argparse.Namespace, _today) -> None:
     names = [n for n, _ in args.volume]
     if len(set(names)) != len(names):
         raise ValueError("--volume: each NAME once")
-    for name, path in args.volume:
-        if not os.path.exists(path):
-            raise ValueError(f"--volume {name}={path}: no such path")
 
 
 def run(args: argparse.Namespace, cfg, today, connect=db.connect) -> int:
@@ -440,8 +440,8 @@ def run(args: argparse.Namespace, cfg, today, connect=db.connect) -> int:
     source("database", from_db)
     if args.stanza:
         source("pgbackrest", lambda p: collect_backups(p, args.stanza, now))
-    if args.volume:
-        source("volumes", lambda p: collect_volumes(p, dict(args.volume)))
+    for name, path in sorted(args.volume):
+        source(f"volume_{name}", lambda p, name=name, path=path: collect_volume(p, name, path))
     for name, up in sources.items():
         m.gauge("hub_metrics_source_up", "1 when the source was read in this run", up,
                 source=name)

@@ -26,7 +26,40 @@ def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
     assert jobs["daily"][6] == "/usr/local/bin/hubctl daily >> /var/log/hub/daily.log 2>&1"
     # The marker the DR drill measures its RPO by (test_7_drill.py).
     assert jobs["marker"][:6] == ["*/5", "*", "*", "*", "*", "hubmaint"]
+    assert jobs["metrics"][:6] == ["*", "*", "*", "*", "*", "hubmaint"]
+    assert jobs["metrics"][6] == (
+        "/usr/local/bin/hubctl metrics --textfile /var/lib/hub/metrics/hub.prom --slow-seconds 1.0"
+        " --volume data=/var/lib/postgresql --volume repo1=/var/lib/pgbackrest --stanza hub"
+        " >> /var/log/hub/metrics.log 2>&1")
     assert host.service("cron").is_running and host.service("cron").is_enabled
+
+
+def prom_samples(text: str) -> dict:
+    """{'name{labels}': value} of a textfile's samples."""
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_cron_writes_the_metrics_file_with_every_source_read(host):
+    """Cron's own run (not one started by the test): the file is fresh, every source was read,
+    and what it says agrees with hubctl status."""
+    prom = "/var/lib/hub/metrics/hub.prom"
+    wait = host.run("for i in $(seq 1 75); do "
+                    f"[ -f {prom} ] && [ $(( $(date +%s) - $(stat -c %Y {prom}) )) -lt 90 ] && exit 0; "
+                    "sleep 2; done; exit 1")
+    assert wait.rc == 0, host.run("tail -n 20 /var/log/hub/metrics.log").stdout
+    assert host.file("/var/lib/hub/metrics").user == "hubmaint"
+    assert host.file(prom).mode == 0o644
+    assert host.file("/var/lib/hub/metrics/hub.state.json").mode == 0o600
+    samples = prom_samples(host.file(prom).content_string)
+    sources = {k: v for k, v in samples.items() if k.startswith("hub_metrics_source_up")}
+    assert sources == {f'hub_metrics_source_up{{source="{name}"}}': 1.0 for name in
+                       ["database", "jobs", "tables", "archiver", "statements", "pgbackrest",
+                        "volume_data", "volume_repo1"]}, sources
+    for name, table in status(host)["tables"].items():
+        assert samples[f'hub_partitions_months_ahead{{table="{name}"}}'] == table["months_ahead"]
+        assert samples[f'hub_default_partition_rows{{table="{name}"}}'] == table["default_rows"]
+    assert samples['hub_volume_free_bytes{path="/var/lib/postgresql",volume="data"}'] > 0
 
 
 def test_the_schedule_is_in_seoul_time(host):
