@@ -327,13 +327,19 @@ def collect_statements(m: Metrics, cur, state_path: str, threshold: float) -> di
 
 
 ARCHIVER_SQL = """
-    SELECT archived_count, failed_count, last_archived_time, last_failed_time
+    SELECT archived_count, failed_count, last_archived_time, last_failed_time,
+           (SELECT coalesce(sum(size), 0)::bigint FROM pg_catalog.pg_ls_waldir())
     FROM pg_catalog.pg_stat_archiver"""
 
 
-def collect_archiver(m: Metrics, cur) -> None:
+def collect_archiver(m: Metrics, cur, queue_max_mb: int | None = None) -> None:
     cur.execute(ARCHIVER_SQL)
-    archived, failed, archived_at, failed_at = cur.fetchone()
+    archived, failed, archived_at, failed_at, wal_bytes = cur.fetchone()
+    m.gauge("hub_wal_bytes", "bytes in pg_wal (pg_ls_waldir; it grows while archiving fails)",
+            wal_bytes)
+    if queue_max_mb:
+        m.gauge("hub_wal_queue_max_bytes", "pgBackRest's archive-push-queue-max: past it, WAL "
+                "is dropped from the archive", queue_max_mb * 1024 * 1024)
     m.gauge("hub_wal_archived_total", "WAL segments archived (pg_stat_archiver)", archived)
     m.gauge("hub_wal_archive_failed_total", "failed WAL archive attempts (pg_stat_archiver)",
             failed)
@@ -384,6 +390,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(repeat: data=/var/lib/postgresql repo1=/var/lib/pgbackrest)")
     p.add_argument("--slow-seconds", type=float, default=DEFAULT_SLOW_SECONDS, metavar="S",
                    help=f"a statement slower than this is slow (default {DEFAULT_SLOW_SECONDS})")
+    p.add_argument("--wal-queue-max-mb", type=int, default=None, metavar="MB",
+                   help="pgBackRest's archive-push-queue-max, reported beside pg_wal's size")
     p.add_argument("--stanza", default=None, metavar="NAME",
                    help="also report pgBackRest's repositories of this stanza")
 
@@ -396,6 +404,8 @@ def validate(args: argparse.Namespace, _today) -> None:
         raise ValueError(f"--textfile {args.textfile}: its directory does not exist")
     if not args.slow_seconds > 0:
         raise ValueError("--slow-seconds must be more than 0")
+    if args.wal_queue_max_mb is not None and args.wal_queue_max_mb <= 0:
+        raise ValueError("--wal-queue-max-mb must be more than 0")
     names = [n for n, _ in args.volume]
     if len(set(names)) != len(names):
         raise ValueError("--volume: each NAME once")
@@ -429,7 +439,8 @@ def run(args: argparse.Namespace, cfg, today, connect=db.connect) -> int:
         try:
             source("jobs", lambda p: _in_transaction(conn, lambda c: collect_jobs(p, c)))
             source("tables", lambda p: _in_transaction(conn, lambda c: collect_tables(p, c, today)))
-            source("archiver", lambda p: _in_transaction(conn, lambda c: collect_archiver(p, c)))
+            source("archiver", lambda p: _in_transaction(
+                conn, lambda c: collect_archiver(p, c, args.wal_queue_max_mb)))
             found = source("statements", lambda p: _in_transaction(
                 conn, lambda c: collect_statements(p, c, state_path, args.slow_seconds)))
             if found is not None:

@@ -29,7 +29,7 @@ def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
     assert jobs["metrics"][:6] == ["*", "*", "*", "*", "*", "hubmaint"]
     assert jobs["metrics"][6] == (
         "/usr/local/bin/hubctl metrics --textfile /var/lib/hub/metrics/hub.prom --slow-seconds 1.0"
-        " --volume data=/var/lib/postgresql --volume repo1=/var/lib/pgbackrest --stanza hub"
+        " --wal-queue-max-mb 80 --volume data=/var/lib/postgresql --volume repo1=/var/lib/pgbackrest --stanza hub"
         " >> /var/log/hub/metrics.log 2>&1")
     assert host.service("cron").is_running and host.service("cron").is_enabled
 
@@ -60,6 +60,8 @@ def test_cron_writes_the_metrics_file_with_every_source_read(host):
         assert samples[f'hub_partitions_months_ahead{{table="{name}"}}'] == table["months_ahead"]
         assert samples[f'hub_default_partition_rows{{table="{name}"}}'] == table["default_rows"]
     assert samples['hub_volume_free_bytes{path="/var/lib/postgresql",volume="data"}'] > 0
+    assert samples["hub_wal_queue_max_bytes"] == 80 * 1024 * 1024
+    assert 0 < samples["hub_wal_bytes"] < samples["hub_wal_queue_max_bytes"]
 
 
 def test_the_schedule_is_in_seoul_time(host):
