@@ -40,6 +40,8 @@ DEFAULT_SLOW_SECONDS = 1.0
 DEFAULT_ROWS_CAP = 100_000
 # Outcomes a run record can have (migration 0005); one series each, 1 for the last run's.
 OUTCOMES = ("running", "ok", "attention", "failed", "busy")
+# The job series label the job "hub_job": Prometheus' own "job" label (the scrape job) would
+# rename a "job" label to "exported_job".
 # A run that did its work: 'attention' ran to the end and found something to look at.
 SUCCESS = ("ok", "attention")
 LEDGER_STATES = ("live", "archived", "cold")
@@ -219,17 +221,17 @@ def collect_jobs(m: Metrics, cur) -> None:
     for job, outcome, started, _finished in cur.fetchall():
         for o in OUTCOMES:
             m.gauge("hub_job_last_outcome", "1 for the outcome of the job's newest run record",
-                    o == outcome, job=job, outcome=o)
+                    o == outcome, hub_job=job, outcome=o)
         m.gauge("hub_job_last_run_timestamp_seconds", "when the job's newest run started",
-                _ts(started), job=job)
+                _ts(started), hub_job=job)
     cur.execute(JOBS_SUCCESS_SQL)
     for job, finished in cur.fetchall():
         m.gauge("hub_job_last_success_timestamp_seconds",
-                "when the job last finished ok or attention", _ts(finished), job=job)
+                "when the job last finished ok or attention", _ts(finished), hub_job=job)
     cur.execute(JOBS_FINISHED_SQL)
     for job, seconds in cur.fetchall():
         m.gauge("hub_job_last_duration_seconds", "how long the job's newest finished run took",
-                float(seconds), job=job)
+                float(seconds), hub_job=job)
 
 
 SIZES_SQL = """

@@ -19,8 +19,8 @@ SAMPLE = re.compile(r'^hub_[a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.
 
 def test_render_groups_families_with_help_and_type_and_escapes_labels():
     jobs = metrics.Family("hub_job_last_outcome", "gauge", "outcome\nof the last run")
-    jobs.add(1, job="daily", outcome="ok")
-    jobs.add(0, job='we"ird\\job', outcome="failed")
+    jobs.add(1, hub_job="daily", outcome="ok")
+    jobs.add(0, hub_job='we"ird\\job', outcome="failed")
     size = metrics.Family("hub_table_bytes", "gauge", "bytes")
     size.add(1.5e12, table="t", tier="live")
     empty = metrics.Family("hub_nothing", "gauge", "no samples")
@@ -29,8 +29,8 @@ def test_render_groups_families_with_help_and_type_and_escapes_labels():
     lines = text.splitlines()
     assert lines[0] == "# HELP hub_job_last_outcome outcome\\nof the last run"
     assert lines[1] == "# TYPE hub_job_last_outcome gauge"
-    assert 'hub_job_last_outcome{job="daily",outcome="ok"} 1' in lines
-    assert 'hub_job_last_outcome{job="we\\"ird\\\\job",outcome="failed"} 0' in lines
+    assert 'hub_job_last_outcome{hub_job="daily",outcome="ok"} 1' in lines
+    assert 'hub_job_last_outcome{hub_job="we\\"ird\\\\job",outcome="failed"} 0' in lines
     assert 'hub_table_bytes{table="t",tier="live"} 1500000000000' in lines
     assert "hub_nothing" not in text           # a TYPE line with no sample is refused upstream
     for line in lines:
