@@ -16,11 +16,12 @@ SCENARIOS ?= preflight host postgresql site convert
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml scripts/ensure-venv.sh
+$(VENV)/.installed: pyproject.toml scripts/ensure-venv.sh scripts/ensure-promtool.sh
 	@scripts/ensure-venv.sh $(VENV)
+	@scripts/ensure-promtool.sh $(VENV)
 	@touch $@
 
-venv: $(VENV)/.installed ## Create the virtualenv from pyproject.toml
+venv: $(VENV)/.installed ## Create the virtualenv from pyproject.toml (and Debian's promtool, amtool in it)
 
 engine: ## Install and start Docker's engine if it is missing or stopped
 	@scripts/ensure-engine.sh
