@@ -330,15 +330,19 @@ def collect_statements(m: Metrics, cur, state_path: str, threshold: float) -> di
 
 ARCHIVER_SQL = """
     SELECT archived_count, failed_count, last_archived_time, last_failed_time,
-           (SELECT coalesce(sum(size), 0)::bigint FROM pg_catalog.pg_ls_waldir())
+           (SELECT coalesce(sum(size), 0)::bigint FROM pg_catalog.pg_ls_waldir()),
+           (SELECT count(*) FROM pg_catalog.pg_ls_archive_statusdir() WHERE name LIKE '%%.ready')
+             * (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size')
     FROM pg_catalog.pg_stat_archiver"""
 
 
 def collect_archiver(m: Metrics, cur, queue_max_mb: int | None = None) -> None:
     cur.execute(ARCHIVER_SQL)
-    archived, failed, archived_at, failed_at, wal_bytes = cur.fetchone()
-    m.gauge("hub_wal_bytes", "bytes in pg_wal (pg_ls_waldir; it grows while archiving fails)",
+    archived, failed, archived_at, failed_at, wal_bytes, ready_bytes = cur.fetchone()
+    m.gauge("hub_wal_bytes", "bytes in pg_wal, recycled segments included (pg_ls_waldir)",
             wal_bytes)
+    m.gauge("hub_wal_ready_bytes", "bytes of WAL segments waiting to be archived (.ready): "
+            "the queue archive-push-queue-max limits", ready_bytes)
     if queue_max_mb:
         m.gauge("hub_wal_queue_max_bytes", "pgBackRest's archive-push-queue-max: past it, WAL "
                 "is dropped from the archive", queue_max_mb * 1024 * 1024)
