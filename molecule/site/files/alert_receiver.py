@@ -3,7 +3,7 @@ JSON line with the time it arrived, to the file given as the first argument.
 
     python3 alert_receiver.py /var/log/hub-test-alerts.jsonl [port]
 
-It listens on 127.0.0.1 only (Alertmanager runs on the same host). test_8_monitoring.py starts
+It listens on 127.0.0.1 only (Alertmanager runs on the same host). test_2_monitoring.py starts
 it as a transient systemd unit and reads the file.
 """
 

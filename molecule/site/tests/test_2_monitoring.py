@@ -4,7 +4,8 @@ the exporters, Prometheus and Alertmanager, to a receiver that records what it g
 The receiver (files/alert_receiver.py) is started here on the monitoring host, which in this
 scenario is the off-site host. The scenario scrapes and evaluates every 5 s; alerts labelled
 urgency=immediate have no grouping delay. Each test makes its own fault and undoes it, so this
-file runs alone and twice in a row.
+file runs alone and twice in a row. It runs right after test_2_maintenance.py, before the
+lifecycle tests move the date with --today and leave months that a plain daily run refuses.
 """
 
 import json
