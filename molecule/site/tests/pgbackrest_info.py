@@ -28,3 +28,16 @@ def switch_wal_and_wait(hub) -> str:
             return segment
         time.sleep(1)
     raise AssertionError(f"WAL segment {segment} was not archived within 120 s")
+
+
+def archive_failures(hub) -> int:
+    return int(psql(hub, "SELECT failed_count FROM pg_stat_archiver", db="postgres"))
+
+
+def wait_for_archive_failure(hub, failed_before: int, why: str) -> None:
+    """Wait until PostgreSQL reports a failed WAL archive attempt after `failed_before`."""
+    for _ in range(120):
+        if archive_failures(hub) > failed_before:
+            return
+        time.sleep(1)
+    raise AssertionError(why)

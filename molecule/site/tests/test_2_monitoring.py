@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SECRETS, host_of, psql
+from pgbackrest_info import archive_failures, wait_for_archive_failure
 
 testinfra_hosts = ["ansible://monitoring"]
 
@@ -274,17 +275,12 @@ def test_a_table_past_the_scenarios_low_threshold_gives_the_table_size_alert(rec
 
 def test_the_offsite_repository_unreachable_gives_the_wal_archiving_alert_at_once(receiver):
     monitor, hub, offsite = receiver, host_of("hub_db"), host_of("backup_offsite")
-    failed_before = int(psql(hub, "SELECT failed_count FROM pg_stat_archiver", db="postgres"))
+    failed_before = archive_failures(hub)
     start = time.time()
     offsite.run("systemctl stop pgbackrest.service")
     try:
         psql(hub, "SELECT pg_switch_wal()", db="postgres")
-        for _ in range(120):
-            if int(psql(hub, "SELECT failed_count FROM pg_stat_archiver", db="postgres")) > failed_before:
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError("archiving did not fail with the off-site server stopped")
+        wait_for_archive_failure(hub, failed_before, "archiving did not fail with the off-site server stopped")
         seen = time.time()
         metrics_now(hub)
         at, alert = wait_for(monitor, start, "HubWalArchiveFailing", timeout=60)

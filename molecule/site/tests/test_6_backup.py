@@ -9,7 +9,7 @@ import time
 
 import pytest
 from conftest import SECRETS, ansible_playbook, flat, psql
-from pgbackrest_info import info, switch_wal_and_wait, wal_max
+from pgbackrest_info import archive_failures, info, switch_wal_and_wait, wait_for_archive_failure, wal_max
 
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 ALERTS = "/var/log/hub/alerts.log"
@@ -309,15 +309,10 @@ def test_offsite_host_down_hub_keeps_writing_alerts_and_catches_up(hub, offsite)
     first = psql(hub, "SELECT pg_walfile_name(pg_current_wal_lsn())", db="postgres")
     offsite.run("systemctl stop pgbackrest.service")
     try:
-        failed_before = int(psql(hub, "SELECT failed_count FROM pg_stat_archiver", db="postgres"))
+        failed_before = archive_failures(hub)
         psql(hub, "INSERT INTO backup_marker VALUES ('offsite-down') ON CONFLICT DO NOTHING", db="postgres")
         segment = psql(hub, "SELECT pg_walfile_name(pg_switch_wal())", db="postgres")
-        for _ in range(120):
-            if int(psql(hub, "SELECT failed_count FROM pg_stat_archiver", db="postgres")) > failed_before:
-                break
-            time.sleep(1)
-        else:
-            raise AssertionError("archiving did not report the unreachable off-site host")
+        wait_for_archive_failure(hub, failed_before, "archiving did not report the unreachable off-site host")
         # The hub keeps taking writes. A backup to repo1 cannot complete while its last WAL
         # segment waits for repo2 (pgBackRest's archive check): the job fails and alerts at once.
         psql(hub, "INSERT INTO backup_marker VALUES ('still-writing') ON CONFLICT DO NOTHING", db="postgres")
