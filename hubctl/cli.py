@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from hubctl import __version__, archive, backup, cold, daily, jobs, partitions, stats, status
-from hubctl import convert, drill, metrics
+from hubctl import capacity, convert, drill, metrics
 from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
 from hubctl.dates import parse_date, resolve_stats_days
 
@@ -124,7 +124,8 @@ COMMANDS = {c.name: c for c in (
     Command("cold", "cold export: archived months older than cold_after_days (365) to verified "
             "files, then dropped; cold restore YYYY-MM: one back into hub_restored",
             add_arguments=_cold_args, body=_cold_body),
-    Command("daily", "the 03:00 job: archive, cold export, partitions, then yesterday's stats",
+    Command("daily", "the 03:00 job: archive, cold export, partitions, yesterday's stats, "
+            "then the day's size snapshot",
             body=lambda args: daily.run),
     Command("convert", "convert the seed's plain v1_hub_work_allocations into the partitioned "
             "table while the application writes (phases of playbooks/migrate-partitioned.yml)",
@@ -140,6 +141,10 @@ COMMANDS = {c.name: c for c in (
     Command("metrics", "write the hub's facts (jobs, table sizes, partitions, slow statements, "
             "WAL archiving, backups, free space) as a node-exporter textfile (read-only)",
             add_arguments=metrics.add_arguments, validate=metrics.validate, run=metrics.run),
+    Command("capacity", "growth per table and in total over the last 30 days of size "
+            "snapshots, the dates the data volume reaches 70 % and 100 %, beside the seed's "
+            "forecast (read-only)", add_arguments=capacity.add_arguments,
+            validate=capacity.validate, run=capacity.run),
     Command("marker", "insert one row into hub_markers (cron, every 5 minutes): what DR drills "
             "measure the RPO with; no lock, no run record", add_arguments=drill.marker_arguments,
             run=drill.marker_run),

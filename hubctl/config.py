@@ -17,6 +17,11 @@
                                            than archive_after_days)
     cold_dir = /var/lib/hub/cold           (default; where the cold files are written)
 
+    [capacity]
+    volumes = data=/var/lib/postgresql repo1=/var/lib/pgbackrest
+                                           (default; the file systems the daily size snapshot
+                                           records, NAME=PATH; the projection is about "data")
+
 Later subcommands add their own sections to SECTIONS below.
 """
 
@@ -36,6 +41,7 @@ DEFAULT_ARCHIVE_AFTER_DAYS = 90
 # Archived months whose whole range is older than this are exported to files and dropped.
 DEFAULT_COLD_AFTER_DAYS = 365
 DEFAULT_COLD_DIR = "/var/lib/hub/cold"
+DEFAULT_CAPACITY_VOLUMES = (("data", "/var/lib/postgresql"), ("repo1", "/var/lib/pgbackrest"))
 DEFAULT_PORT = 5432
 DEFAULT_SSLMODE = "require"
 
@@ -49,7 +55,9 @@ JOBS_KEYS = ("lock_dir", "alert_command", "lock_timeout", "archive_after_days",
 SECTIONS = {
     "database": DATABASE_REQUIRED + DATABASE_OPTIONAL,
     "jobs": JOBS_KEYS,
+    "capacity": ("volumes",),
 }
+_VOLUME_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 _LOCK_TIMEOUT_RE = re.compile(r"^(\d+)\s*(us|ms|s|min|h|d)?$")
 # Unix-socket directories libpq treats as "localhost" when matching a passfile line.
@@ -104,10 +112,16 @@ class JobsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CapacityConfig:
+    volumes: tuple = DEFAULT_CAPACITY_VOLUMES   # ((name, path), ...)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     path: str
     database: DatabaseConfig
     jobs: JobsConfig
+    capacity: CapacityConfig = CapacityConfig()
 
 
 def load_config(path: str = DEFAULT_CONFIG, check_passfile: bool = True) -> Config:
@@ -142,11 +156,28 @@ def load_config(path: str = DEFAULT_CONFIG, check_passfile: bool = True) -> Conf
     jobs = _jobs_section(path, parser)
     try:
         database = _database_section(path, parser)
+        capacity = _capacity_section(path, parser)
         if check_passfile:
             check_passfile_usable(database)
     except ConfigError as exc:
         raise ConfigError(str(exc), alert_command=jobs.alert_command) from None
-    return Config(path=path, database=database, jobs=jobs)
+    return Config(path=path, database=database, jobs=jobs, capacity=capacity)
+
+
+def _capacity_section(path: str, parser: configparser.ConfigParser) -> CapacityConfig:
+    text = parser.get("capacity", "volumes", fallback="").strip()
+    if not text:
+        return CapacityConfig()
+    volumes = []
+    for item in text.split():
+        name, sep, vol = item.partition("=")
+        if not sep or not _VOLUME_NAME_RE.match(name) or not os.path.isabs(vol):
+            raise ConfigError(f"{path}: [capacity] volumes: {item!r} is not NAME=/absolute/path "
+                              "(NAME: letters, digits, _)")
+        if name in dict(volumes):
+            raise ConfigError(f"{path}: [capacity] volumes: {name} is given twice")
+        volumes.append((name, os.path.normpath(vol)))
+    return CapacityConfig(volumes=tuple(volumes))
 
 
 def _jobs_section(path: str, parser: configparser.ConfigParser) -> JobsConfig:

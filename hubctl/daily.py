@@ -2,19 +2,21 @@
 
 Order: the archive of months older than 90 days (and of late rows for archived months), then
 the cold export of archived months older than 365 days (to verified files, then dropped), then
-partition maintenance (so a missed monthly run never breaks inserts), then yesterday's stats. A step's
+partition maintenance (so a missed monthly run never breaks inserts), yesterday's stats, and
+last the size snapshot the capacity report fits (after the moves, so it sees the day's final
+sizes). A step's
 failure is recorded and the next step still runs; the job then ends 'failed'.
 """
 
 from __future__ import annotations
 
-from hubctl import archive, cold, partitions, stats
+from hubctl import archive, capacity, cold, partitions, stats
 from hubctl.jobs import Job, JobAbort
 
 # The steps of the daily job, in order. The archive runs first so that late rows it moves out
 # of the default partitions are not reported by the partition step as stray. The cold export
 # follows it, so a month archived and cold-eligible on the same run (a long pause) goes at once.
-STEPS = (archive.run, cold.run, partitions.run, stats.yesterday)
+STEPS = (archive.run, cold.run, partitions.run, stats.yesterday, capacity.snapshot)
 
 
 def run(job: Job) -> None:

@@ -30,8 +30,8 @@ import re
 import tempfile
 import time
 
-from hubctl import backup, db, jobs
-from hubctl.partitions import live_tables, months_ahead, read_partitions
+from hubctl import backup, capacity, db, jobs, sizes
+from hubctl.partitions import months_ahead, read_partitions
 
 # The maintenance role makes this directory (hubmaint's) and the exporters role points
 # node-exporter's textfile collector at it.
@@ -234,50 +234,20 @@ def collect_jobs(m: Metrics, cur) -> None:
                 float(seconds), hub_job=job)
 
 
-SIZES_SQL = """
-    SELECT p.relname, count(c.oid),
-           coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0),
-           coalesce(sum(pg_catalog.pg_indexes_size(c.oid)), 0),
-           coalesce(sum(greatest(c.reltuples, 0)), 0)
-    FROM pg_catalog.pg_class p
-    JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
-    LEFT JOIN pg_catalog.pg_inherits i ON i.inhparent = p.oid
-    LEFT JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-    WHERE n.nspname = %s AND p.relname = ANY(%s)
-    GROUP BY p.relname"""
-LEDGER_SQL = """
-    SELECT parent_table, state, count(*), coalesce(sum(row_count), 0),
-           coalesce(sum(cold_bytes), 0)
-    FROM public.hub_archived_partitions GROUP BY parent_table, state"""
-
-
 def collect_tables(m: Metrics, cur, today, rows_cap: int = DEFAULT_ROWS_CAP) -> None:
     from psycopg2 import sql
-    _version, _major, partman_schema = db.partman_info(cur)
-    tables = live_tables(cur, partman_schema)
-    by_schema: dict[str, list[str]] = {}
+    tables, tiers = sizes.read_tables(cur)
+    for s in tiers:
+        labels = {"table": s.table, "tier": s.tier}
+        m.gauge("hub_table_bytes", "bytes of the table's partitions (heap, TOAST, indexes)",
+                s.bytes, **labels)
+        m.gauge("hub_table_index_bytes", "bytes of the indexes of the table's partitions",
+                s.index_bytes, **labels)
+        m.gauge("hub_table_rows_estimate", "rows by the planner's statistics (reltuples)",
+                s.rows, **labels)
+        m.gauge("hub_table_partitions", "partitions attached (the default one included)",
+                s.partitions, **labels)
     for t in tables:
-        by_schema.setdefault(t.schema, []).extend([t.name, t.name + "_archive"])
-    names = {}
-    for schema, rels in by_schema.items():
-        cur.execute(SIZES_SQL, (schema, rels))
-        for rel, parts, total, indexes, rows in cur.fetchall():
-            names[(schema, rel)] = (parts, total, indexes, rows)
-    for t in tables:
-        for tier, rel in (("live", t.name), ("archive", t.name + "_archive")):
-            found = names.get((t.schema, rel))
-            if found is None:
-                continue
-            parts, total, indexes, rows = found
-            labels = {"table": t.name, "tier": tier}
-            m.gauge("hub_table_bytes", "bytes of the table's partitions (heap, TOAST, indexes)",
-                    total, **labels)
-            m.gauge("hub_table_index_bytes", "bytes of the indexes of the table's partitions",
-                    indexes, **labels)
-            m.gauge("hub_table_rows_estimate", "rows by the planner's statistics (reltuples)",
-                    rows, **labels)
-            m.gauge("hub_table_partitions", "partitions attached (the default one included)",
-                    parts, **labels)
         parts = read_partitions(cur, t.schema, t.name)
         if parts is None:
             continue
@@ -290,16 +260,16 @@ def collect_tables(m: Metrics, cur, today, rows_cap: int = DEFAULT_ROWS_CAP) -> 
             m.gauge("hub_default_partition_rows",
                     f"rows in the default partition (counted up to {rows_cap})",
                     cur.fetchone()[0], table=t.name)
-    cur.execute(LEDGER_SQL)
     seen = set()
-    for table, state, months, rows, cold_bytes in cur.fetchall():
-        seen.add(table)
-        m.gauge("hub_ledger_months", "months in the archive ledger, by state", months,
-                table=table, state=state)
-        m.gauge("hub_ledger_rows", "rows the ledger recorded for those months (exact)", rows,
-                table=table, state=state)
-        if state == "cold":
-            m.gauge("hub_cold_bytes", "bytes of the table's cold files", cold_bytes, table=table)
+    for led in sizes.read_ledger(cur):
+        seen.add(led.table)
+        m.gauge("hub_ledger_months", "months in the archive ledger, by state", led.months,
+                table=led.table, state=led.state)
+        m.gauge("hub_ledger_rows", "rows the ledger recorded for those months (exact)", led.rows,
+                table=led.table, state=led.state)
+        if led.state == "cold":
+            m.gauge("hub_cold_bytes", "bytes of the table's cold files", led.cold_bytes,
+                    table=led.table)
     for t in tables:
         if t.name not in seen:
             m.gauge("hub_cold_bytes", "bytes of the table's cold files", 0, table=t.name)
@@ -447,6 +417,8 @@ def run(args: argparse.Namespace, cfg, today, connect=db.connect) -> int:
             source("tables", lambda p: _in_transaction(conn, lambda c: collect_tables(p, c, today)))
             source("archiver", lambda p: _in_transaction(
                 conn, lambda c: collect_archiver(p, c, args.wal_queue_max_mb)))
+            source("capacity", lambda p: _in_transaction(
+                conn, lambda c: capacity.collect_metrics(p, c, today)))
             found = source("statements", lambda p: _in_transaction(
                 conn, lambda c: collect_statements(p, c, state_path, args.slow_seconds)))
             if found is not None:

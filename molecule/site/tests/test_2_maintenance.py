@@ -54,8 +54,8 @@ def test_cron_writes_the_metrics_file_with_every_source_read(host):
     samples = prom_samples(host.file(prom).content_string)
     sources = {k: v for k, v in samples.items() if k.startswith("hub_metrics_source_up")}
     assert sources == {f'hub_metrics_source_up{{source="{name}"}}': 1.0 for name in
-                       ["database", "jobs", "tables", "archiver", "statements", "pgbackrest",
-                        "volume_data", "volume_repo1"]}, sources
+                       ["database", "jobs", "tables", "archiver", "capacity", "statements",
+                        "pgbackrest", "volume_data", "volume_repo1"]}, sources
     for name, table in status(host)["tables"].items():
         assert samples[f'hub_partitions_months_ahead{{table="{name}"}}'] == table["months_ahead"]
         assert samples[f'hub_default_partition_rows{{table="{name}"}}'] == table["default_rows"]
@@ -122,6 +122,96 @@ def test_daily_job_runs_and_leaves_a_run_record(host):
     assert last == "ok"
     assert status(host)["jobs"]["daily"]["outcome"] == "ok"
     assert status(host)["stats"]["yesterday_done"] is True
+
+
+def host_today(host) -> datetime.date:
+    """The hub's date (Asia/Seoul), which hubctl's days are, not the controller's."""
+    return datetime.date.fromisoformat(host.run("date +%F").stdout.strip())
+
+
+def test_the_daily_job_writes_the_days_size_snapshot(host):
+    result = host.run(f"{HUBCTL} daily")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "step=capacity" in result.stdout
+    today = host_today(host)
+    rows = {(r.split("|")[0], r.split("|")[1]): r.split("|")[2:] for r in psql(
+        host, "SELECT subject, tier, bytes, coalesce(volume_bytes::text, '') "
+        f"FROM hub_size_snapshots WHERE taken_on = '{today}'").splitlines()}
+    tables = ["v1_hub_client_activity_logs", "v1_hub_proxy_toggle_logs",
+              "v1_hub_work_allocations", "v1_hub_work_slots_history"]
+    assert set(rows) == ({(t, tier) for t in tables for tier in ("live", "archive", "cold")}
+                         | {("pg_wal", "wal"), ("database", "database"), ("data", "volume"),
+                            ("repo1", "volume")})
+    for t in tables:
+        # A partitioned parent is 0 bytes: the snapshot is the sum of its partitions.
+        now = int(psql(host, "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
+                             f"WHERE inhparent = '{t}'::regclass"))
+        assert now > 0 and abs(int(rows[(t, "live")][0]) - now) <= 256 * 1024, (t, rows[(t, "live")], now)
+    size, avail = map(int, host.run("df -B1 --output=size,avail /var/lib/postgresql | tail -n 1").stdout.split())
+    assert int(rows[("data", "volume")][1]) == size
+    assert abs(int(rows[("data", "volume")][0]) - (size - avail)) <= 64 * 1024 * 1024
+    # A rerun the same day replaces the day's rows.
+    assert host.run(f"{HUBCTL} daily").rc == 0
+    assert psql(host, f"SELECT count(*) FROM hub_size_snapshots WHERE taken_on = '{today}'") == str(len(rows))
+
+
+def test_capacity_says_there_is_not_enough_history_on_the_first_days(host):
+    assert host.run(f"{HUBCTL} daily").rc == 0
+    result = host.run(f"{HUBCTL} capacity")
+    assert result.rc == 0, result.stderr
+    assert "not enough history yet" in result.stdout
+    assert "seed 25 GB" in result.stdout
+
+
+def test_capacity_projects_the_data_volume_from_a_month_of_snapshots(host):
+    """A month of snapshots on a straight line (written here, days before today): the report
+    and the metrics give the days the fitted line crosses 70 % and 100 % of the volume."""
+    assert host.run(f"{HUBCTL} daily").rc == 0
+    today = host_today(host)
+    first = today - datetime.timedelta(days=30)
+    used, size = map(int, psql(host, "SELECT bytes, volume_bytes FROM hub_size_snapshots "
+                                     f"WHERE taken_on = '{today}' AND subject = 'data'").split("|"))
+    step = size // 200                      # 0.5 % of the volume a day
+    base = 60 * step + step // 2            # 30.25 % on the first day: crossings fall mid-day
+    live = int(psql(host, "SELECT bytes FROM hub_size_snapshots WHERE taken_on = "
+                          f"'{today}' AND subject = 'v1_hub_work_allocations' AND tier = 'live'"))
+    try:
+        psql(host, [
+            "INSERT INTO hub_size_snapshots (taken_on, subject, tier, bytes, volume_bytes) "
+            f"SELECT '{first}'::date + i, 'data', 'volume', {base} + i * {step}, {size} "
+            "FROM generate_series(0, 29) i",
+            f"UPDATE hub_size_snapshots SET bytes = {base} + 30 * {step} "
+            f"WHERE taken_on = '{today}' AND subject = 'data'",
+            "INSERT INTO hub_size_snapshots (taken_on, subject, tier, bytes, index_bytes, rows) "
+            f"SELECT '{first}'::date + i, 'v1_hub_work_allocations', 'live', "
+            f"{live} - (30 - i) * 1000000, 0, 0 FROM generate_series(0, 29) i"])
+        result = host.run(f"{HUBCTL} capacity --json")
+        assert result.rc == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["enough_history"] is True and report["history"]["days"] == 31
+        data = report["volumes"]["data"]
+        expect = {pct: (first + datetime.timedelta(days=-(-(size * pct // 100 - base) // step))).isoformat()
+                  for pct in (70, 100)}
+        assert data["reaches"] == {"70": expect[70], "100": expect[100]}, (data, expect)
+        assert data["growth_bytes_per_day"] == step
+        table = [t for t in report["tables"] if t["table"] == "v1_hub_work_allocations" and t["tier"] == "live"][0]
+        assert table["growth_bytes_per_30_days"] == 30 * 1000000
+        text = host.run(f"{HUBCTL} capacity").stdout
+        assert f"reaches 70 %: {expect[70]}" in text and f"reaches 100 %: {expect[100]}" in text
+        # The metrics file carries the same date (for the dashboard), from cron's own command.
+        cron = host.file("/etc/cron.d/hub-maintenance").content_string
+        args = [ln for ln in cron.splitlines() if "hubctl metrics --textfile" in ln][0]
+        args = args.split("hubctl metrics", 1)[1].split(">>")[0]
+        assert host.run(f"{HUBCTL} metrics {args}").rc == 0
+        samples = prom_samples(host.file("/var/lib/hub/metrics/hub.prom").content_string)
+        stamp = datetime.datetime.combine(datetime.date.fromisoformat(expect[70]), datetime.time(),
+                                          datetime.timezone.utc).timestamp()
+        assert samples['hub_capacity_volume_reaches_timestamp_seconds{percent="70",volume="data"}'] == stamp
+    finally:
+        psql(host, ["DELETE FROM hub_size_snapshots WHERE taken_on BETWEEN "
+                    f"'{first}' AND '{today - datetime.timedelta(days=1)}' AND "
+                    "(subject, tier) IN (('data', 'volume'), ('v1_hub_work_allocations', 'live'))",
+                    f"UPDATE hub_size_snapshots SET bytes = {used} WHERE taken_on = '{today}' AND subject = 'data'"])
 
 
 def test_a_row_in_a_default_partition_is_recorded_and_alerted(host):
