@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 RULE_TESTS = sorted((HERE / "rules").glob("*.test.yml"))
-RULE_FILES = ["jobs", "tables", "queries", "disk", "backups", "availability"]
+RULE_FILES = ["jobs", "tables", "queries", "disk", "backups", "availability", "certificates"]
 
 
 def tool(name: str) -> str:

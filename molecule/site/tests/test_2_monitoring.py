@@ -318,3 +318,49 @@ def test_a_daily_job_that_has_not_succeeded_for_27_hours_gives_the_dead_mans_ale
     back = time.time()
     metrics_now(hub)
     wait_for(monitor, back, "HubDailyJobMissed", status="resolved", timeout=150)
+
+
+def cert_check_now(host):
+    """The cron line of hub-cert-expiry, run now rather than at the next hour."""
+    line = [ln for ln in host.file("/etc/cron.d/hub-cert-expiry").content_string.splitlines()
+            if "hub-cert-expiry --textfile" in ln][0]
+    command = line.split(" root ", 1)[1].split(" 2>&1", 1)[0]
+    result = host.run(command)
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+def test_every_watched_hosts_certificates_reach_prometheus_with_their_dates(monitor):
+    hub, offsite = host_of("hub_db"), host_of("backup_offsite")
+    pg_cert = hub.run("ls /etc/postgresql/*/main/tls/server.crt").stdout.strip()
+    expected = {hub.backend.get_hostname(): ["/etc/prometheus/hub-exporters/host.crt", "/etc/pgbackrest/tls/ca.crt",
+                                             "/etc/pgbackrest/tls/host.crt", pg_cert],
+                offsite.backend.get_hostname(): ["/etc/prometheus/hub-exporters/host.crt", "/etc/pgbackrest/tls/ca.crt",
+                                                 "/etc/pgbackrest/tls/host.crt"]}
+    result = api(monitor, "/api/v1/query?query=hub_certificate_not_after_timestamp_seconds")["data"]["result"]
+    found = {}
+    for r in result:
+        found.setdefault(r["metric"]["instance"], {})[r["metric"]["path"]] = float(r["value"][1])
+    assert {i: sorted(p) for i, p in found.items()} == {i: sorted(p) for i, p in expected.items()}
+    for host in (hub, offsite):
+        name = host.backend.get_hostname()
+        for path in expected[name]:
+            end = host.run(f"date -d \"$(openssl x509 -noout -enddate -in {path} | cut -d= -f2)\" +%s").stdout
+            assert found[name][path] == float(end), (name, path)
+
+
+def test_a_certificate_expiring_within_30_days_gives_the_certificate_alert(receiver):
+    monitor, hub = receiver, host_of("hub_db")
+    path = "/etc/pgbackrest/tls/zz-hub-test-expiring.crt"
+    made = hub.run("openssl req -x509 -newkey rsa:2048 -nodes -keyout /dev/null -days 10 "
+                   f"-subj /CN=hub-test-expiring -out {path}")
+    assert made.rc == 0, made.stderr
+    start = time.time()
+    try:
+        cert_check_now(hub)
+        _, alert = wait_for(monitor, start, "HubCertificateExpiring", timeout=90, path=path)
+        assert alert["labels"]["subject"] == "CN=hub-test-expiring"
+        assert alert["annotations"]["runbook"].startswith("docs/monitoring.md#hubcertificateexpiring")
+    finally:
+        hub.run(f"rm -f {path}")
+        cert_check_now(hub)
+    wait_for(monitor, time.time() - 1, "HubCertificateExpiring", status="resolved", timeout=150, path=path)
