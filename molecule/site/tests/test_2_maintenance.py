@@ -184,7 +184,7 @@ def test_capacity_projects_the_data_volume_from_a_month_of_snapshots(host):
             f"WHERE taken_on = '{today}' AND subject = 'data'",
             "INSERT INTO hub_size_snapshots (taken_on, subject, tier, bytes, index_bytes, rows) "
             f"SELECT '{first}'::date + i, 'v1_hub_work_allocations', 'live', "
-            f"{live} - (30 - i) * 1000000, 0, 0 FROM generate_series(0, 29) i"])
+            f"{live} - (30 - i) * 1000, 0, 0 FROM generate_series(0, 29) i"])
         result = host.run(f"{HUBCTL} capacity --json")
         assert result.rc == 0, result.stderr
         report = json.loads(result.stdout)
@@ -195,7 +195,7 @@ def test_capacity_projects_the_data_volume_from_a_month_of_snapshots(host):
         assert data["reaches"] == {"70": expect[70], "100": expect[100]}, (data, expect)
         assert data["growth_bytes_per_day"] == step
         table = [t for t in report["tables"] if t["table"] == "v1_hub_work_allocations" and t["tier"] == "live"][0]
-        assert table["growth_bytes_per_30_days"] == 30 * 1000000
+        assert table["growth_bytes_per_30_days"] == 30 * 1000
         text = host.run(f"{HUBCTL} capacity").stdout
         assert f"reaches 70 %: {expect[70]}" in text and f"reaches 100 %: {expect[100]}" in text
         # The metrics file carries the same date (for the dashboard), from cron's own command.
