@@ -35,6 +35,13 @@ KINDS = ("full", "incr", "offsite", "expire", "verify")
 # repo1 has a backup every day (26 h leaves two hours for a slow run), repo2 one a month.
 DEFAULT_MAX_AGE_HOURS = {LOCAL_REPO: 26, OFFSITE_REPO: 32 * 24}
 OUTPUT_TAIL = 600
+# `info` contacts every repository. With the off-site TLS server unreachable, pgBackRest's
+# default (io-timeout 60 s, ten connection retries) held it for three minutes, so each minute's
+# hubctl metrics overlapped the next and every hub alert was late during an off-site outage.
+# 5 s bounds it at about 15 s (seen on 2.55: three times io-timeout), and the unreachable
+# repository is still reported, in error. The subprocess timeout is the backstop.
+INFO_IO_TIMEOUT = 5
+INFO_TIMEOUT = 60
 
 
 class PgBackRestError(jobs.JobAbort):
@@ -62,12 +69,15 @@ def verify_argv(stanza: str, repo: int) -> list[str]:
 
 
 def info_argv(stanza: str) -> list[str]:
-    return command(stanza, "--output=json", "info")
+    return command(stanza, f"--io-timeout={INFO_IO_TIMEOUT}", "--output=json", "info")
 
 
-def run_pgbackrest(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          cwd="/", check=False)
+def run_pgbackrest(argv: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              cwd="/", check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PgBackRestError(f"pgbackrest {argv[-1]} did not finish within {timeout} s") from None
 
 
 def tail(text: str, size: int = OUTPUT_TAIL) -> str:
@@ -186,7 +196,7 @@ def status_text(stanza: str, summary: list[dict]) -> str:
 
 def read_info(stanza: str) -> dict:
     """The stanza's `pgbackrest info`; PgBackRestError if it fails (backup-status, metrics)."""
-    proc = run_pgbackrest(info_argv(stanza))
+    proc = run_pgbackrest(info_argv(stanza), timeout=INFO_TIMEOUT)
     _check(proc, "info")
     return parse_info(proc.stdout, stanza)
 

@@ -121,3 +121,8 @@ def test_a_backup_with_invalid_page_checksums_is_a_problem():
     bad = _info([("F1", "full", 1, NOW - 3600, False), ("F1_I2", "incr", 1, NOW - 60, True)])
     assert "F1_I2" in backup.newest_backup_problem(bad, 1)
     assert "no backup" in backup.newest_backup_problem(good, 2)
+
+
+def test_a_pgbackrest_that_hangs_is_stopped_and_reported():
+    with pytest.raises(backup.PgBackRestError, match="did not finish within 0.2 s"):
+        backup.run_pgbackrest(["/bin/sleep", "5"], timeout=0.2)

@@ -292,10 +292,17 @@ def test_the_offsite_repository_unreachable_gives_the_wal_archiving_alert_at_onc
         wait_for_archive_failure(hub, failed_before, "archiving did not fail with the off-site server stopped")
         seen = time.time()
         metrics_now(hub)
+        took = time.time() - seen
+        # pgBackRest's info gives up on the unreachable repository within seconds (its
+        # --io-timeout), so the file is still written every minute, repo1's figures in it.
+        prom = hub.file("/var/lib/hub/metrics/hub.prom").content_string
+        assert 'hub_backup_repo_ok{repo="1"} 1' in prom and 'hub_backup_repo_ok{repo="2"} 0' in prom
+        assert 'hub_metrics_source_up{source="pgbackrest"} 1' in prom
         at, alert = wait_for(monitor, start, "HubWalArchiveFailing", timeout=60)
         assert alert["labels"]["urgency"] == "immediate"
         print(f"HubWalArchiveFailing reached the receiver {at - seen:.1f} s after PostgreSQL reported the "
-              f"failed archive ({seen - start:.0f} s after the off-site server stopped)")
+              f"failed archive ({seen - start:.0f} s after the off-site server stopped; hubctl metrics "
+              f"took {took:.1f} s)")
     finally:
         offsite.run("systemctl start pgbackrest.service")
     # Its resolution waits for the queued WAL to reach repo2 (test_6_backup.py times that).
