@@ -5,7 +5,8 @@ Builds a scratch PostgreSQL cluster of its own (initdb in --workdir, port 5499, 
 that directory only, no TCP, pg_stat_statements preloaded), creates the hub's roles, pg_partman
 and every migration of files/sql/migrations/ as the hub_schema role applies them, then gives each
 of the four live tables --months archived monthly partitions (attached to its _archive twin,
-with a ledger row 'archived' each, the state hubctl archive leaves) before the live window. It
+with a ledger row 'archived' each, the state hubctl archive leaves) before the live window, and
+--months x 31 days of daily size snapshots (what the capacity source reads). It
 then runs the real command, `python3 -m hubctl --config ... metrics --textfile ... --volume
 data=...`, --runs times (a new process each time, as cron starts it) and reports the wall time
 of each run and the duration hubctl reports in the file (hub_metrics_duration_seconds).
@@ -112,6 +113,19 @@ def build(workdir: str, months: int) -> None:
             cur.execute("INSERT INTO hub_archived_partitions (parent_table, month, partition_name, row_count, "
                         "checksum, state, verified_at) VALUES (%s, %s, %s, 0, md5(''), 'archived', now())",
                         (name, month, part))
+    # Five years of the daily job's size snapshots (migration 0009), which the capacity source
+    # reads every run: 3 tiers x the tables, pg_wal, the database and two volumes, each day.
+    days = months * 31
+    cur.execute("""INSERT INTO hub_size_snapshots (taken_on, subject, tier, bytes, index_bytes, rows, volume_bytes)
+                   SELECT current_date - d, t.subject, t.tier, 1000000 * (days - d), NULL, NULL,
+                          CASE WHEN t.tier = 'volume' THEN 500000000000 END
+                   FROM generate_series(0, %(days)s - 1) d, (VALUES (%(days)s)) n(days),
+                        (SELECT split_part(p, '.', 2) AS subject, tier FROM unnest(%(parents)s::text[]) p,
+                                unnest(ARRAY['live', 'archive', 'cold']) tier
+                         UNION ALL VALUES ('pg_wal', 'wal'), ('database', 'database'),
+                                          ('data', 'volume'), ('repo1', 'volume')) t""",
+                {"days": days, "parents": parents})
+    print(f"# {cur.rowcount} size snapshots over {days} days", flush=True)
     cur.execute("COMMIT")
     cur.execute("ANALYZE")
     cur.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace")
