@@ -371,3 +371,20 @@ def test_a_certificate_expiring_within_30_days_gives_the_certificate_alert(recei
         hub.run(f"rm -f {path}")
         cert_check_now(hub)
     wait_for(monitor, time.time() - 1, "HubCertificateExpiring", status="resolved", timeout=150, path=path)
+
+
+def test_an_exporter_stopped_gives_the_exporter_down_alert_then_its_resolution(receiver):
+    """The off-site host's node exporter stopped: after the scenario's 15 s (production: 2 min)
+    of failed scrapes the alert names that exporter; started again, the alert resolves."""
+    monitor, offsite = receiver, host_of("backup_offsite")
+    instance = offsite.backend.get_hostname()
+    start = time.time()
+    offsite.run("systemctl stop prometheus-node-exporter")
+    try:
+        at, alert = wait_for(monitor, start, "HubExporterDown", timeout=90, job="node", instance=instance)
+        assert alert["labels"]["severity"] == "critical"
+        print(f"HubExporterDown reached the receiver {at - start:.1f} s after the exporter stopped")
+    finally:
+        offsite.run("systemctl start prometheus-node-exporter")
+    back = time.time()
+    wait_for(monitor, back, "HubExporterDown", status="resolved", timeout=120, job="node", instance=instance)
