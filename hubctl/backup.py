@@ -39,9 +39,10 @@ OUTPUT_TAIL = 600
 # default (io-timeout 60 s, ten connection retries) held it for three minutes, so each minute's
 # hubctl metrics overlapped the next and every hub alert was late during an off-site outage.
 # 5 s bounds it at about 15 s (seen on 2.55: three times io-timeout), and the unreachable
-# repository is still reported, in error. The subprocess timeout is the backstop.
+# repository is still reported, in error. The subprocess timeout is the backstop, under the
+# minute between two metrics runs.
 INFO_IO_TIMEOUT = 5
-INFO_TIMEOUT = 60
+INFO_TIMEOUT = 30
 
 
 class PgBackRestError(jobs.JobAbort):

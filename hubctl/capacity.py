@@ -8,7 +8,8 @@ volumes). A rerun on the same day replaces that day's rows. Prometheus keeps 15 
 report needs 30, so the history lives in the database.
 
 `hubctl capacity` fits a straight line (least squares, bytes against day) to each series over
-the last --days days of snapshots (default 30) and reports the growth per table and in total,
+the --days days before the newest snapshot (default 30; a trend needs snapshots spanning them,
+on at least two thirds of the days) and reports the growth per table and in total,
 and the dates at which the data volume's fitted use reaches 70 % and 100 % of its size, beside
 the seed's forecast. With less than that much history it says so and reports only the sizes of
 the newest snapshot: a fit over a week would promise a date it cannot know. Read-only: no lock,
@@ -166,30 +167,47 @@ def read_window(cur, today: _dt.date, days: int) -> list[tuple]:
 
 
 def _series(rows) -> dict:
-    """{key: [(date, bytes)]} for every table tier, each total and each volume."""
-    out: dict = {}
+    """{key: [(date, bytes)]} for every table tier, each total and each volume.
 
-    def add(key, day, value):
+    A total counts only the days that have every member the newest day has: a table that
+    joins would otherwise show up as growth (its whole size in one day)."""
+    out: dict = {}
+    members: dict = {}
+
+    def add(key, day, value, member=None):
         out.setdefault(key, {}).setdefault(day, 0)
         out[key][day] += value
+        members.setdefault(key, {}).setdefault(day, set()).add(member)
 
     for day, subject, tier, nbytes, index_bytes, _vol in rows:
         if tier in ("live", "archive", "cold"):
             add(("table", subject, tier), day, nbytes)
-            add(("total", tier), day, nbytes)
+            add(("total", tier), day, nbytes, subject)
             if index_bytes is not None:
-                add(("total", "indexes"), day, index_bytes)
+                add(("total", "indexes"), day, index_bytes, (subject, tier))
         elif tier in ("wal", "database"):
             add(("total", tier), day, nbytes)
         elif tier == "volume":
             add(("volume", subject), day, nbytes)
-    return {k: sorted(v.items()) for k, v in out.items()}
+    series = {}
+    for key, days in out.items():
+        newest = members[key][max(days)]
+        series[key] = sorted((d, v) for d, v in days.items() if newest <= members[key][d])
+    return series
+
+
+def min_snapshots(days: int) -> int:
+    """Snapshots a trend needs over `days`: two thirds of the days (a line through two
+    points a month apart, with the job broken in between, is no trend)."""
+    return math.ceil(2 * days / 3)
 
 
 def _enough(points, days: int) -> bool:
-    """A series is a trend when its own snapshots span the window (a table or volume that
-    appeared last week has no month of history, whatever the others have)."""
-    return (points[-1][0] - points[0][0]).days >= days - 1
+    """A series is a trend when its own snapshots span the window and are most of its days
+    (a table or volume that appeared last week has no month of history, whatever the others
+    have)."""
+    return ((points[-1][0] - points[0][0]).days >= days - 1
+            and len(points) >= min_snapshots(days))
 
 
 def _growth(points, days: int) -> dict:
@@ -216,14 +234,20 @@ def build(rows, today: _dt.date, days: int = DEFAULT_DAYS) -> dict:
         return report
     first, newest = rows[0][0], rows[-1][0]
     covered = (newest - first).days
-    enough = covered >= days - 1     # the window as a whole; each series is checked again
+    snapshots = len({r[0] for r in rows})
+    # The window as a whole; each series is checked again (_enough).
+    enough = covered >= days - 1 and snapshots >= min_snapshots(days)
     report["history"] = {"first": first.isoformat(), "newest": newest.isoformat(),
-                         "days": covered + 1, "snapshots": len({r[0] for r in rows})}
+                         "days": covered + 1, "snapshots": snapshots}
     report["enough_history"] = enough
-    if not enough:
+    if not enough and covered < days - 1:
         report["message"] = (f"not enough history yet: {covered + 1} day(s) of snapshots "
                              f"({first} .. {newest}), {days} needed for a trend; growth and "
                              f"dates from {first + _dt.timedelta(days=days - 1)}")
+    elif not enough:
+        report["message"] = (f"not enough history yet: {snapshots} snapshot(s) in the last "
+                             f"{covered + 1} days, {min_snapshots(days)} needed for a trend: "
+                             "has the daily job been failing?")
     if (today - newest).days > 1:
         report["stale"] = (f"the newest snapshot is from {newest}, {(today - newest).days} days "
                            "ago: is the daily job running?")
@@ -381,9 +405,10 @@ def run(args, cfg, today: _dt.date, connect=db.connect) -> int:
 
 
 def collect_metrics(m, cur, today: _dt.date, days: int = DEFAULT_DAYS) -> None:
-    """The report's figures for `hubctl metrics` (the dashboard and the capacity alert)."""
+    """The report's figures for `hubctl metrics` (the dashboard)."""
     report = build(read_window(cur, today, days), today, days)
-    m.gauge("hub_capacity_history_days", "days of size snapshots in the capacity window",
+    m.gauge("hub_capacity_history_days", "days from the window's first size snapshot to its "
+            "newest, both counted",
             report["history"]["days"] if report["history"] else 0)
     m.gauge("hub_capacity_enough_history", "1 when the capacity window holds enough days for "
             "a trend", report["enough_history"])

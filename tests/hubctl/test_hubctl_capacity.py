@@ -166,5 +166,22 @@ def test_a_series_younger_than_the_window_has_no_trend_of_its_own():
     report = capacity.build(sorted(rows, key=lambda r: (r[0], r[1], r[2])), TODAY)
     new = [t for t in report["tables"] if t["table"] == "new_table"][0]
     assert new["bytes"] == 2 * GB and new["growth_bytes_per_day"] is None
-    # The total it joined has a month of history and still has its trend.
-    assert report["totals"]["live"]["growth_bytes_per_day"] is not None
+    # The total it joined counts the days with all of today's tables: until new_table has a
+    # month of its own, the total has no trend rather than its 2 GB counted as a day's growth.
+    assert report["totals"]["live"]["growth_bytes_per_day"] is None
+    assert report["totals"]["live"]["bytes"] == round(2 * GB + 29 * 0.05 * GB) + 2 * GB
+    assert report["totals"]["archive"]["growth_bytes_per_day"] == 0
+
+
+def test_two_snapshots_a_month_apart_are_no_trend():
+    # The daily job broken between them: the span is there, the snapshots are not.
+    rows = [r for r in history(30) if r[0] in (TODAY - dt.timedelta(days=29), TODAY)]
+    report = capacity.build(rows, TODAY)
+    assert report["enough_history"] is False
+    assert "2 snapshot(s) in the last 30 days, 20 needed" in report["message"]
+    assert "reaches" not in report["volumes"]["data"]
+    assert report["totals"]["live"]["growth_bytes_per_day"] is None
+    # Twenty of the thirty days are enough.
+    kept = {TODAY - dt.timedelta(days=n) for n in range(0, 30, 3)} | {TODAY - dt.timedelta(days=n) for n in range(2, 30, 3)}
+    assert len(kept) == 20
+    assert capacity.build([r for r in history(30) if r[0] in kept], TODAY)["enough_history"] is True

@@ -2,6 +2,7 @@
 openssl: the textfile it writes, a file it cannot read, and bad arguments."""
 
 import calendar
+import re
 import subprocess
 import sys
 import time
@@ -33,9 +34,12 @@ def test_each_certificate_of_each_matching_file_is_written_with_its_expiry(tmp_p
     lines = set(out.read_text().splitlines())
     for name, cn, stamp in (("soon", "soon", soon), ("later", "later", later), ("bundle", "soon", soon),
                             ("bundle", "later", later)):
-        assert f'hub_certificate_not_after_timestamp_seconds{{path="{tmp_path}/{name}.crt",subject="CN={cn}"}} {stamp}' in lines
+        assert any(re.fullmatch(rf'hub_certificate_not_after_timestamp_seconds\{{path="{tmp_path}/{name}\.crt",'
+                                rf'serial="[0-9A-F]+",subject="CN={cn}"\}} {stamp}', line) for line in lines), (name, cn)
     assert f'hub_certificate_read_ok{{path="{tmp_path}/soon.crt"}} 1' in lines
     assert 10 * 86400 - 120 < soon - time.time() <= 10 * 86400
+    checked = [ln for ln in lines if ln.startswith("hub_certificate_check_timestamp_seconds ")]
+    assert len(checked) == 1 and abs(int(checked[0].split()[1]) - time.time()) < 60
 
 
 def test_a_file_that_is_not_a_certificate_is_reported_and_fails_the_run(tmp_path):
@@ -47,7 +51,7 @@ def test_a_file_that_is_not_a_certificate_is_reported_and_fails_the_run(tmp_path
     assert "bad.crt: no PEM certificate" in p.stderr
     text = out.read_text()
     assert f'hub_certificate_read_ok{{path="{tmp_path}/bad.crt"}} 0' in text
-    assert f'path="{tmp_path}/good.crt",subject="CN=good"' in text
+    assert f'path="{tmp_path}/good.crt",serial=' in text and 'subject="CN=good"' in text
 
 
 def test_bad_arguments_write_nothing(tmp_path):
@@ -55,3 +59,10 @@ def test_bad_arguments_write_nothing(tmp_path):
         p = run("--textfile", textfile, "/etc/ssl/*.pem")
         assert p.returncode == 2, textfile
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pattern_that_matches_nothing_still_says_the_check_ran(tmp_path):
+    out = tmp_path / "hub_certificates.prom"
+    p = run("--textfile", str(out), "/nonexistent/*.crt")
+    assert p.returncode == 0, p.stderr
+    assert out.read_text().splitlines()[-1].startswith("hub_certificate_check_timestamp_seconds ")

@@ -87,7 +87,8 @@ def test_the_page_holds_the_four_indicators_jobs_backups_ledger_and_capacity():
     assert len(points(page)) == 2 and page.count('class="threshold"') == 3
     assert '<span class="o-failed">failed</span>' in page and "2.0 h ago" in page and "never" in page
     assert "72.0 h" in page
-    assert "not enough history yet: 3 day(s)" in page and "nothing reported" not in page.split("Capacity")[1]
+    assert "not enough history yet: size snapshots over 3 day(s)" in page
+    assert "nothing reported" not in page.split("Capacity")[1]
     # Alert text is escaped, never markup.
     assert "data &lt;b&gt;75 %&lt;/b&gt;" in page
 
@@ -124,3 +125,17 @@ def test_prometheus_down_gives_a_503_page_that_says_so():
             urllib.request.urlopen(url + "/", timeout=10)
         assert err.value.code == 503
         assert "Prometheus did not answer: connection refused" in err.value.read().decode()
+
+
+def test_the_capacity_section_says_what_is_missing():
+    def v(metric, x):
+        return {"metric": metric, "value": [NOW, str(x)]}
+
+    # hubctl metrics' capacity source down: no series at all.
+    assert "no capacity figures" in dash.build_page(Answers(), CFG, 24, now=NOW)
+    # Enough history, the data volume shrinking: growth but no date.
+    page = dash.build_page(Answers(instant={
+        "hub_capacity_history_days": [v({}, 31)], "hub_capacity_enough_history": [v({}, 1)],
+        "hub_capacity_growth_bytes_per_day": [v({"scope": "volume_data"}, -5e6)]}), CFG, 24, now=NOW)
+    assert "not enough history" not in page and "reaches neither 70 % nor 100 %" in page
+    assert "<td>volume_data</td><td>-150.0 MB</td>" in page

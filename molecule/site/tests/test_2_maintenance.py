@@ -159,8 +159,12 @@ def test_capacity_says_there_is_not_enough_history_on_the_first_days(host):
     assert host.run(f"{HUBCTL} daily").rc == 0
     result = host.run(f"{HUBCTL} capacity")
     assert result.rc == 0, result.stderr
-    assert "not enough history yet" in result.stdout
-    assert "seed 25 GB" in result.stdout
+    assert "not enough history yet: 1 day(s)" in result.stdout
+    # Today's sizes are there, from the snapshot, with no growth yet.
+    live = int(psql(host, "SELECT bytes FROM hub_size_snapshots WHERE taken_on = "
+                          f"'{host_today(host)}' AND subject = 'v1_hub_work_allocations' AND tier = 'live'"))
+    line = [ln for ln in result.stdout.splitlines() if "v1_hub_work_allocations (live)" in ln][0]
+    assert line.split()[2:] == [f"{live / 1e6:.1f}", "MB", "-", "-"], line
 
 
 def test_capacity_projects_the_data_volume_from_a_month_of_snapshots(host):

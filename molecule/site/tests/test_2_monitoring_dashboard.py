@@ -60,7 +60,7 @@ def test_the_page_loads_in_a_browser_with_data_in_every_chart(browser):
         assert lines and all(len(p.split()) >= 2 for p in lines), f"{title}: no data points"
     # The four live tables in the size chart, both volumes in the disk chart, thresholds drawn.
     assert len(re.findall(r'class="series"', sections[0])) == 4
-    assert "data" in sections[3] and "repo1" in sections[3]
+    assert re.search(r"data: \d+ %", sections[3]) and re.search(r"repo1: \d+ %", sections[3])
     assert page.count('class="threshold"') == 3
     # The last run of every job, both repositories' backups, the capacity section.
     assert "<td>daily</td>" in page

@@ -224,20 +224,26 @@ def build_page(prom: Prometheus, cfg: dict, hours: int, now: float | None = None
 
     out.append("<h2>Capacity (hubctl capacity)</h2>")
     history = prom.query("hub_capacity_history_days")
+    enough = prom.query("hub_capacity_enough_history")
     reaches = prom.query("hub_capacity_volume_reaches_timestamp_seconds")
     growth = prom.query("hub_capacity_growth_bytes_per_day")
-    days = int(float(history[0]["value"][1])) if history else 0
-    if not growth:
-        out.append(f'<p class="empty">not enough history yet: {days} day(s) of size snapshots, '
-                   "30 needed for a trend</p>")
+    data_growth = [r for r in growth if r["metric"].get("scope") == "volume_data"]
+    if not history:
+        out.append('<p class="empty">no capacity figures: hubctl metrics did not report them '
+                   "(HubMetricsSourceDown says why)</p>")
+    elif not enough or enough[0]["value"][1] != "1":
+        days = int(float(history[0]["value"][1]))
+        out.append(f'<p class="empty">not enough history yet: size snapshots over {days} '
+                   "day(s), a trend needs 30</p>")
     if reaches:
         out.append(table(["volume", "reaches", "on"], [
             [html.escape(r["metric"].get("volume", "")), html.escape(r["metric"].get("percent", "")) + " %",
              f"{_dt.datetime.fromtimestamp(float(r['value'][1]), _dt.timezone.utc):%Y-%m-%d}"]
             for r in sorted(reaches, key=lambda r: (r["metric"].get("volume", ""),
                                                     float(r["metric"].get("percent", 0))))]))
-    elif growth:
-        out.append('<p class="meta">The data volume is not growing: no date it fills.</p>')
+    elif data_growth:
+        out.append('<p class="meta">The data volume reaches neither 70 % nor 100 % within '
+                   "100 years at its measured rate.</p>")
     if growth:
         out.append(table(["growth of", "per 30 days", "per year"], [
             [html.escape(r["metric"].get("scope", "")), fmt_bytes(30 * float(r["value"][1])),
