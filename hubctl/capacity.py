@@ -39,7 +39,7 @@ GB = 10 ** 9
 # The seed's forecast (section 7), in its own units (GB).
 SEED = {"live_gb": 9, "growth_gb_per_year": 25, "year5_gb": 125, "disk_gb": 500}
 DATA_VOLUME = "data"
-# What each total adds up, by (tier, index_bytes?): the report's "in total" lines.
+# The report's "in total" lines, in order (indexes: of the live and archive tiers).
 TOTALS = ("live", "archive", "cold", "indexes", "wal", "database")
 
 

@@ -88,6 +88,15 @@ def psql(host, sql, db: str = "hub", check: bool = True):
     return cmd
 
 
+def run_metrics_now(hub):
+    """Run the cron line of hubctl metrics now, as hubmaint, rather than at the next minute;
+    returns its result (exit 1: a source could not be read, the file is still written)."""
+    line = [ln for ln in hub.file("/etc/cron.d/hub-maintenance").content_string.splitlines()
+            if "hubctl metrics --textfile" in ln][0]
+    command = line.split("hubmaint", 1)[1].split(">>", 1)[0].strip()
+    return hub.run(f"sudo -u hubmaint {command}")
+
+
 def psql_as(host, user: str, sql: str, sslmode: str = "require", db: str = "hub"):
     """Connect over TCP to 127.0.0.1 as `user`. The password travels in a pgpass file that is
     written on the controller and copied by path, so it is never on a command line."""

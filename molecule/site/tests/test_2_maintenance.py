@@ -3,7 +3,7 @@
 import datetime
 import json
 
-from conftest import psql, secret
+from conftest import psql, run_metrics_now, secret
 
 # The hub only: the off-site backup host has its own tests (test_6_backup.py).
 testinfra_hosts = ["ansible://hub_db"]
@@ -203,10 +203,7 @@ def test_capacity_projects_the_data_volume_from_a_month_of_snapshots(host):
         text = host.run(f"{HUBCTL} capacity").stdout
         assert f"reaches 70 %: {expect[70]}" in text and f"reaches 100 %: {expect[100]}" in text
         # The metrics file carries the same date (for the dashboard), from cron's own command.
-        cron = host.file("/etc/cron.d/hub-maintenance").content_string
-        args = [ln for ln in cron.splitlines() if "hubctl metrics --textfile" in ln][0]
-        args = args.split("hubctl metrics", 1)[1].split(">>")[0]
-        assert host.run(f"{HUBCTL} metrics {args}").rc == 0
+        assert run_metrics_now(host).rc == 0
         samples = prom_samples(host.file("/var/lib/hub/metrics/hub.prom").content_string)
         stamp = datetime.datetime.combine(datetime.date.fromisoformat(expect[70]), datetime.time(),
                                           datetime.timezone.utc).timestamp()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SECRETS, host_of, psql
+from conftest import SECRETS, host_of, psql, run_metrics_now
 from pgbackrest_info import archive_failures, wait_for_archive_failure
 
 testinfra_hosts = ["ansible://monitoring"]
@@ -45,10 +45,7 @@ def api(monitor, path: str) -> dict:
 
 def metrics_now(hub):
     """The cron line of hubctl metrics, run now rather than at the next minute."""
-    line = [ln for ln in hub.file("/etc/cron.d/hub-maintenance").content_string.splitlines()
-            if "hubctl metrics" in ln][0]
-    command = line.split("hubmaint", 1)[1].split(">>", 1)[0].strip()
-    result = hub.run(f"sudo -u hubmaint {command}")
+    result = run_metrics_now(hub)
     assert result.rc in (0, 1), result.stdout + result.stderr
 
 
