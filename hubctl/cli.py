@@ -14,7 +14,7 @@ import sys
 from typing import Callable
 
 from hubctl import __version__, archive, backup, cold, daily, jobs, partitions, stats, status
-from hubctl import capacity, convert, drill, metrics
+from hubctl import capacity, convert, drill, metrics, walcheck
 from hubctl.config import DEFAULT_CONFIG, ConfigError, load_config
 from hubctl.dates import parse_date, resolve_stats_days
 
@@ -141,6 +141,9 @@ COMMANDS = {c.name: c for c in (
     Command("metrics", "write the hub's facts (jobs, table sizes, partitions, slow statements, "
             "WAL archiving, backups, free space) as a node-exporter textfile (read-only)",
             add_arguments=metrics.add_arguments, validate=metrics.validate, run=metrics.run),
+    Command("wal-check", "list each pgBackRest repository's WAL archive and count the segments "
+            "missing since its newest and oldest backup, as a node-exporter textfile (read-only)",
+            add_arguments=walcheck.add_arguments, validate=walcheck.validate, run=walcheck.run),
     Command("capacity", "growth per table and in total over the last 30 days of size "
             "snapshots, the dates the data volume reaches 70 % and 100 %, beside the seed's "
             "forecast (read-only)", add_arguments=capacity.add_arguments,

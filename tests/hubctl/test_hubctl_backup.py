@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hubctl import backup, cli
+from hubctl import backup, cli, walcheck
 
 NOW = 1_800_000_000.0
 
@@ -17,7 +17,8 @@ def _sudoers_commands(role: str, stanza: str, user: str) -> set[str]:
     text = (Path(__file__).resolve().parents[2] / "roles" / role / "templates" / "sudoers.j2").read_text()
     alias = text.split("Cmnd_Alias HUB_PGBACKREST =", 1)[1].split("\nDefaults", 1)[0]
     pgbr = f"/usr/bin/pgbackrest --stanza={stanza}"
-    return {re.sub(r"\{\{ pgbr \}\}", pgbr, c.strip()) for c in alias.replace("\\\n", "").split(",")}
+    lines = {re.sub(r"\{\{ pgbr \}\}", pgbr, c.strip()) for c in alias.replace("\\\n", "").split(",")}
+    return {line.replace("{{ pgbackrest_stanza }}", stanza) for line in lines}
 
 
 def _cmdline(argv):
@@ -29,7 +30,8 @@ def test_hub_commands_are_exactly_those_sudoers_allows():
     allowed = _sudoers_commands("pgbackrest", "hub", "hubmaint")
     used = {_cmdline(backup.backup_argv("hub", 1, "full")), _cmdline(backup.backup_argv("hub", 1, "incr")),
             _cmdline(backup.expire_argv("hub", 1)), _cmdline(backup.verify_argv("hub", 1)),
-            _cmdline(backup.info_argv("hub"))}
+            _cmdline(backup.info_argv("hub")),
+            _cmdline(walcheck.list_argv("hub", 1)), _cmdline(walcheck.list_argv("hub", 2))}
     assert used == allowed
 
 
