@@ -20,7 +20,8 @@ reported: with archive-async several segments are pushed at once, so the newest 
 before the one ahead of it.
 
 The result is a node-exporter textfile written atomically (hub_wal.prom beside hub.prom), and
-one log line per repository that names the first missing segment. Exit 0 when every archive is
+one log line per repository that names the first run of missing segments in each range
+(first_gap_since_newest, first_gap_since_oldest). Exit 0 when every archive is
 continuous, 3 when a hole was found, 1 when a repository could not be checked.
 """
 
@@ -247,8 +248,10 @@ def run(args: argparse.Namespace, _cfg, _today, read_info=backup.read_info,
         fields = {"archive": p["archive_id"], "held": result["held"],
                   "missing_since_newest": len(result["gaps"]["newest_backup"]),
                   "missing_since_oldest": len(gap)}
+        for since in RANGES:
+            if result["gaps"][since]:
+                fields[f"first_gap_since_{since.split('_')[0]}"] = describe(result["gaps"][since], per_log)
         if gap:
-            fields["first_gap"] = describe(gap, per_log)
             fields["newest_backup"] = p["newest_label"]
         log.line(f"repo{repo}", outcome=jobs.ATTENTION if gap else jobs.OK, **fields)
     for repo, ok in up.items():

@@ -88,13 +88,19 @@ def psql(host, sql, db: str = "hub", check: bool = True):
     return cmd
 
 
-def run_metrics_now(hub):
-    """Run the cron line of hubctl metrics now, as hubmaint, rather than at the next minute;
-    returns its result (exit 1: a source could not be read, the file is still written)."""
+def run_cron_now(hub, name: str):
+    """Run the cron line of `hubctl <name>` now, as hubmaint, rather than at its next time;
+    returns its result."""
     line = [ln for ln in hub.file("/etc/cron.d/hub-maintenance").content_string.splitlines()
-            if "hubctl metrics --textfile" in ln][0]
+            if f"/usr/local/bin/hubctl {name} " in ln][0]
     command = line.split("hubmaint", 1)[1].split(">>", 1)[0].strip()
     return hub.run(f"sudo -u hubmaint {command}")
+
+
+def run_metrics_now(hub):
+    """hubctl metrics' cron line now (exit 1: a source could not be read, the file is still
+    written)."""
+    return run_cron_now(hub, "metrics")
 
 
 def psql_as(host, user: str, sql: str, sslmode: str = "require", db: str = "hub"):

@@ -162,7 +162,7 @@ def test_a_hole_that_stays_is_reported_with_its_first_segment_and_exit_3(tmp_pat
     assert rc == jobs.EXIT_ATTENTION and slept == [7.0] and calls == {1: 2, 2: 1}
     assert 'hub_wal_archive_missing_segments{repo="1",since="newest_backup"} 2' in prom
     assert 'hub_wal_archive_missing_segments{repo="2",since="newest_backup"} 0' in prom
-    assert f"first_gap=\"{seg(14)}..{seg(15)} (2)\"" in out and "outcome=attention" in out
+    assert f"first_gap_since_newest=\"{seg(14)}..{seg(15)} (2)\"" in out and "outcome=attention" in out
 
 
 def test_a_segment_that_lands_before_the_second_listing_is_not_a_hole(tmp_path, capsys):
@@ -204,3 +204,15 @@ def test_bad_input_is_exit_2_with_the_reason(extra, message, tmp_path, capsys):
         cli.main(["wal-check", "--textfile", str(tmp_path / "hub_wal.prom"), *extra])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_hole_only_in_older_history_is_logged_as_such_and_not_as_since_the_newest(tmp_path, capsys):
+    def older():
+        return info(backup_entry(1, 10, 10, 100, "old"), backup_entry(1, 20, 20, 200, "new"),
+                    backup_entry(2, 10, 10, 100, "r2"))
+    rc, prom, out, calls, slept = run(tmp_path, capsys, older,
+                                      {1: [listing(set(range(10, 25)) - {15})], 2: [listing(range(10, 25))]})
+    assert rc == jobs.EXIT_ATTENTION
+    assert 'hub_wal_archive_missing_segments{repo="1",since="newest_backup"} 0' in prom
+    assert 'hub_wal_archive_missing_segments{repo="1",since="oldest_backup"} 1' in prom
+    assert f"first_gap_since_oldest={seg(15)}" in out and "first_gap_since_newest" not in out

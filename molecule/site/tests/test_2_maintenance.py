@@ -31,6 +31,10 @@ def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
         "/usr/local/bin/hubctl metrics --textfile /var/lib/hub/metrics/hub.prom --slow-seconds 1.0"
         " --wal-queue-max-mb 80 --volume data=/var/lib/postgresql --volume repo1=/var/lib/pgbackrest --stanza hub"
         " >> /var/log/hub/metrics.log 2>&1")
+    assert jobs["wal-check"][:6] == ["*/15", "*", "*", "*", "*", "hubmaint"]
+    assert jobs["wal-check"][6] == (
+        "/usr/local/bin/hubctl wal-check --textfile /var/lib/hub/metrics/hub_wal.prom --stanza hub"
+        " >> /var/log/hub/wal-check.log 2>&1")
     assert host.service("cron").is_running and host.service("cron").is_enabled
 
 

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SECRETS, host_of, psql, run_metrics_now
-from pgbackrest_info import archive_failures, wait_for_archive_failure
+from conftest import SECRETS, host_of, psql, run_cron_now, run_metrics_now
+from pgbackrest_info import archive_failures, switch_wal_and_wait, wait_for_archive_failure
 
 testinfra_hosts = ["ansible://monitoring"]
 
@@ -277,6 +277,50 @@ def test_a_table_past_the_scenarios_low_threshold_gives_the_table_size_alert(rec
     metrics_now(hub)
     wait_for(monitor, shrunk, "HubTableTooLarge", status="resolved", timeout=90, table="v1_hub_proxy_toggle_logs")
 
+
+
+def wal_check_now(hub, *expect_rc: int) -> str:
+    """hubctl wal-check's cron line now (--settle-seconds as the cron line has it); its output."""
+    result = run_cron_now(hub, "wal-check")
+    assert result.rc in expect_rc, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_a_wal_segment_lost_from_repo1_gives_the_gap_alert_at_once_then_its_resolution(receiver):
+    """A segment archived after repo1's newest backup disappears from the repository (what a
+    drop past the queue limit or a lost file leaves): pgBackRest's own reports stay healthy,
+    hubctl wal-check finds the hole, and the alert reaches the receiver; with the file back the
+    next check resolves it. (test_6_backup.py makes a real drop and shows both repositories.)"""
+    monitor, hub = receiver, host_of("hub_db")
+    for _ in range(3):
+        # A commit record first: a switch with no WAL written since the last one closes nothing.
+        psql(hub, "SELECT txid_current()", db="postgres")
+        segment = switch_wal_and_wait(hub)
+    # The segment before the newest: segments on both sides of the hole are in repo1.
+    names = hub.check_output(
+        "find /var/lib/pgbackrest/archive/hub -name '00000001????????????????-*' -printf '%f\\n' | sort").split()
+    held = [n for n in names if n[:24] <= segment]
+    lost = held[-2]
+    path = hub.check_output(f"find /var/lib/pgbackrest/archive/hub -name '{lost}' -print")
+    start = time.time()
+    hub.run(f"mv {path} /var/tmp/")
+    try:
+        out = wal_check_now(hub, 3)
+        assert f"first_gap_since_newest={lost[:24]}" in out, out
+        prom = hub.file("/var/lib/hub/metrics/hub_wal.prom").content_string
+        assert 'hub_wal_archive_missing_segments{repo="1",since="newest_backup"} 1' in prom, prom
+        assert 'hub_wal_archive_missing_segments{repo="2",since="newest_backup"} 0' in prom, prom
+        at, alert = wait_for(monitor, start, "HubWalArchiveGap", timeout=60, repo="1")
+        assert alert["labels"]["urgency"] == "immediate"
+        print(f"HubWalArchiveGap reached the receiver {at - start:.1f} s after the segment was lost")
+    finally:
+        hub.run(f"mv /var/tmp/{lost} {path}")
+    resolved = time.time()
+    # Exit 3 stays possible after test_6_backup.py's drop, whose hole is in the older history.
+    wal_check_now(hub, 0, 3)
+    prom = hub.file("/var/lib/hub/metrics/hub_wal.prom").content_string
+    assert 'hub_wal_archive_missing_segments{repo="1",since="newest_backup"} 0' in prom, prom
+    wait_for(monitor, resolved, "HubWalArchiveGap", status="resolved", timeout=90, repo="1")
 
 
 def test_the_offsite_repository_unreachable_gives_the_wal_archiving_alert_at_once(receiver):

@@ -3,12 +3,13 @@ backups in both repositories, WAL in both, a restore from repo1 with a row only 
 the busy refusal, and bad inputs stopped by the preflight."""
 
 import json
+import re
 import shlex
 import subprocess
 import time
 
 import pytest
-from conftest import SECRETS, ansible_playbook, flat, psql
+from conftest import SECRETS, ansible_playbook, flat, psql, run_cron_now
 from pgbackrest_info import archive_failures, info, switch_wal_and_wait, wait_for_archive_failure, wal_max
 
 HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
@@ -334,6 +335,15 @@ def test_offsite_host_down_hub_keeps_writing_alerts_and_catches_up(hub, offsite)
     assert not missing, f"repo1 lacks {len(missing)} segments between {first} and {last}"
 
 
+def wal_gaps(hub, expect_rc: int) -> dict:
+    """hubctl wal-check's cron line now: {(repo, since): missing segments} from hub_wal.prom."""
+    result = run_cron_now(hub, "wal-check")
+    assert result.rc == expect_rc, result.stdout + result.stderr
+    prom = hub.file("/var/lib/hub/metrics/hub_wal.prom").content_string
+    found = re.findall(r'^hub_wal_archive_missing_segments\{repo="(\d+)",since="(\w+)"\} (\d+)$', prom, re.M)
+    return {(repo, since): int(n) for repo, since, n in found}
+
+
 def test_past_the_queue_limit_wal_is_dropped_so_pg_wal_stays_bounded(hub, offsite):
     # The scenario's queue limit is 80 MiB: about 120 MB of WAL written while the off-site host
     # is down passes it. pgBackRest then reports the waiting segments archived, dropping them
@@ -373,9 +383,18 @@ def test_past_the_queue_limit_wal_is_dropped_so_pg_wal_stays_bounded(hub, offsit
             break
         time.sleep(1)
     assert (wal_max(hub, 2) or "")[-24:] >= segment, "repo2 did not receive WAL after the host came back"
+    # pgBackRest reports both archives healthy, but each has the hole: hubctl wal-check finds it
+    # (HubWalArchiveGap; test_2_monitoring.py follows that alert to the receiver).
+    before = wal_gaps(hub, expect_rc=3)
+    assert before[("1", "newest_backup")] > 0 and before[("2", "newest_backup")] > 0, before
     for host, kind in ((hub, "full"), (offsite, "offsite")):
         result = job(host, f"backup {kind}")
         assert result.rc == 0, result.stdout + result.stderr
+    # The new fulls start after the hole: a restore from either replays again. The hole stays in
+    # the older history, which the oldest backups' restores still meet, until retention.
+    after = wal_gaps(hub, expect_rc=3)
+    assert after[("1", "newest_backup")] == 0 and after[("2", "newest_backup")] == 0, after
+    assert after[("1", "oldest_backup")] >= before[("1", "newest_backup")], after
 
 
 def test_a_corrupted_data_page_fails_the_backup_and_alerts(hub):
