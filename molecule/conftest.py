@@ -5,6 +5,7 @@ PostgreSQL answers. When a test fails, the journal of the PostgreSQL units is pr
 """
 
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -17,6 +18,11 @@ def _inventory_hosts():
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     return testinfra.get_hosts(["ansible://all"], ansible_inventory=inventory)
 
+
+# hubctl as the cron jobs run it, with the test clock switch: a job given a --today later
+# than the real date runs only with HUBCTL_TEST_CLOCK=1, which production never sets.
+HUBCTL_PRODUCTION = "sudo -u hubmaint /usr/local/bin/hubctl"
+HUBCTL = "sudo -u hubmaint env HUBCTL_TEST_CLOCK=1 /usr/local/bin/hubctl"
 
 SECRETS = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", ".")) / "secrets"
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY") or Path(__file__).resolve().parents[1])
@@ -86,6 +92,37 @@ def psql(host, sql, db: str = "hub", check: bool = True):
         assert cmd.rc == 0, f"psql failed: {cmd.stderr}"
         return cmd.stdout.strip()
     return cmd
+
+
+ALERTS = "/var/log/hub/alerts.log"
+
+
+def alerts(host, since: int = 0) -> str:
+    """What the alert command wrote to the hub's alert log, after the first `since` characters
+    (alert_mark before the action under test): a check then sees only this action's alerts."""
+    text = host.file(ALERTS).content_string if host.file(ALERTS).exists else ""
+    return text[since:]
+
+
+def alert_mark(host) -> int:
+    """The alert log's length now, for alerts(host, since=...)."""
+    return len(alerts(host))
+
+
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def recap(output: str) -> dict:
+    """{host: changed} from an ansible-playbook run's PLAY RECAP."""
+    found = {m.group(1): int(m.group(2)) for m in RECAP.finditer(output)}
+    assert found, "no PLAY RECAP in the output:\n" + output[-2000:]
+    return found
+
+
+def assert_nothing_changed(output: str) -> None:
+    """Every host of the run's recap says changed=0."""
+    changed = {h: n for h, n in recap(output).items() if n}
+    assert not changed, f"changed on {changed}:\n{output[-3000:]}"
 
 
 def run_cron_now(hub, name: str):

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SECRETS, host_of, psql, run_cron_now, run_metrics_now
+from conftest import HUBCTL, SECRETS, host_of, psql, run_cron_now, run_metrics_now
 from pgbackrest_info import archive_failures, switch_wal_and_wait, wait_for_archive_failure
 
 testinfra_hosts = ["ansible://monitoring"]
 
-HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 RECEIVED = "/var/log/hub-test-alerts.jsonl"
 RECEIVER = Path(__file__).resolve().parent.parent / "files" / "alert_receiver.py"
 CA = "/etc/prometheus/hub-ca.crt"

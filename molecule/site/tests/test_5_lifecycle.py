@@ -26,16 +26,14 @@ import os
 import time
 
 import pytest
-from conftest import psql
+from conftest import HUBCTL, alerts, psql
 
 # The hub only: the off-site backup host has its own tests (test_6_backup.py).
 testinfra_hosts = ["ansible://hub_db"]
 
-HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 SLOW_CONFIG = "/etc/hub/hubctl-slow.conf"
 # pgrep/pkill -f pattern for hubctl runs with SLOW_CONFIG that does not match the shell running it.
 SLOW_RUNS = "'--config /etc/hub/hubctl-slo[w].conf'"
-ALERTS = "/var/log/hub/alerts.log"
 TABLE = "v1_hub_work_allocations"
 PER_DAY = 20
 STEPS = 15
@@ -57,9 +55,6 @@ DAYS = [START + datetime.timedelta(days=4) if k == 0 else add_months(START, k) +
 
 WALK_ROWS = f"client_id LIKE 'walk-%' AND work_date >= '{START}'"
 
-
-def alerts(host) -> str:
-    return host.file(ALERTS).content_string if host.file(ALERTS).exists else ""
 
 
 def expected_day() -> dict:
@@ -120,9 +115,19 @@ def state(host) -> dict:
 
 
 def cold_rows(host, since: datetime.date) -> int:
-    """Walk rows in months the ledger says are in cold files (counted by the ledger)."""
-    return int(psql(host, "SELECT coalesce(sum(row_count), 0) FROM hub_archived_partitions "
-                          f"WHERE parent_table = '{TABLE}' AND state = 'cold' AND month >= '{since}'"))
+    """Rows in the cold files of the months since `since`, counted in the files themselves
+    (COPY text: one line per row, a newline inside a value is written as \\n), not taken
+    from the ledger's own row_count; each file's count must also be the ledger's."""
+    rows = psql(host, "SELECT cold_path || ' ' || row_count FROM hub_archived_partitions "
+                      f"WHERE parent_table = '{TABLE}' AND state = 'cold' AND month >= '{since}' ORDER BY month")
+    total = 0
+    for line in rows.splitlines():
+        path, ledger_count = line.rsplit(" ", 1)
+        counted = host.run(f"zstd -dcq {path} | wc -l")
+        assert counted.rc == 0, counted.stderr
+        assert int(counted.stdout) == int(ledger_count), (path, counted.stdout, ledger_count)
+        total += int(counted.stdout)
+    return total
 
 
 def stats_of(host, day: datetime.date) -> dict:

@@ -9,11 +9,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import SECRETS, ansible_playbook, flat, psql, run_cron_now
+from conftest import HUBCTL, SECRETS, alert_mark, alerts, ansible_playbook, assert_nothing_changed, flat, psql, run_cron_now
 from pgbackrest_info import archive_failures, info, switch_wal_and_wait, wait_for_archive_failure, wal_max
 
-HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
-ALERTS = "/var/log/hub/alerts.log"
 
 
 def passphrase() -> str:
@@ -32,10 +30,6 @@ def job(host, args: str):
 def last_run(hub, name: str) -> list[str]:
     return psql(hub, f"SELECT outcome, detail->>'host' FROM hub_job_runs WHERE job = '{name}' "
                      "ORDER BY id DESC LIMIT 1").split("|")
-
-
-def alerts(host) -> str:
-    return host.file(ALERTS).content_string if host.file(ALERTS).exists else ""
 
 
 # --------------------------------------------------------------------------- files and schedules
@@ -225,7 +219,8 @@ def test_restore_from_each_repository_has_the_rows_from_before_and_after_the_bac
 
 
 def test_a_second_backup_at_the_same_time_is_refused_as_busy_and_alerted(hub):
-    hub.run(f"nohup {HUBCTL} backup full > /tmp/full.out 2>&1 &")
+    mark = alert_mark(hub)
+    hub.run(f"rm -f /tmp/full.out; nohup {HUBCTL} backup full > /tmp/full.out 2>&1 &")
     for _ in range(60):
         if "job=backup-full" in hub.run("cat /run/lock/hub/hubctl.lock 2>/dev/null || true").stdout:
             break
@@ -234,21 +229,25 @@ def test_a_second_backup_at_the_same_time_is_refused_as_busy_and_alerted(hub):
     assert result.rc == 75, result.stdout + result.stderr
     assert "outcome=busy" in result.stdout
     assert last_run(hub, "backup-incr")[0] == "busy"
-    assert "hubctl backup-incr: busy" in alerts(hub)
+    assert "hubctl backup-incr: busy" in alerts(hub, since=mark)
+    # The background full ends, and ends ok: one end line, with its outcome (a hung backup
+    # has no end line and fails here).
     for _ in range(300):
-        if "step=end" in hub.file("/tmp/full.out").content_string:
+        if " step=end " in hub.file("/tmp/full.out").content_string:
             break
         time.sleep(1)
-    assert "outcome=ok" in hub.file("/tmp/full.out").content_string.split("step=end")[-1]
+    ends = [line for line in hub.file("/tmp/full.out").content_string.splitlines() if " step=end " in line]
+    assert len(ends) == 1 and "outcome=ok" in ends[0], hub.file("/tmp/full.out").content_string[-2000:]
 
 
 def test_a_failed_backup_job_alerts_at_once(hub):
     # repo2 can only be backed up from the off-site host: pgBackRest refuses on the hub, and
     # sudo refuses a command line its rule does not list. Either way the run fails and alerts.
+    mark = alert_mark(hub)
     result = job(hub, "backup offsite")
     assert result.rc == 1, result.stdout + result.stderr
     assert last_run(hub, "backup-offsite")[0] == "failed"
-    assert "hubctl backup-offsite: failed" in alerts(hub)
+    assert "hubctl backup-offsite: failed" in alerts(hub, since=mark)
 
 
 # --------------------------------------------------------------------------- bad inputs
@@ -268,8 +267,8 @@ def test_bad_input_stops_in_the_preflight_before_anything_changes(extra, message
     assert rc != 0
     out = flat(output)
     assert message in out, output[-3000:]
-    assert "changed=0" in out and "changed=1" not in out
-    assert "Build the hub's PostgreSQL server" not in output
+    assert_nothing_changed(output)
+    assert "PLAY [Build the hub's PostgreSQL server]" not in output
 
 
 def test_an_unreachable_offsite_host_stops_site_yml_before_anything_changes(offsite):
@@ -282,8 +281,8 @@ def test_an_unreachable_offsite_host_stops_site_yml_before_anything_changes(offs
     out = flat(output)
     assert rc != 0
     assert f"The off-site backup host {name} did not answer" in out, output[-3000:]
-    assert "changed=0" in out and "changed=1" not in out
-    assert "Build the hub's PostgreSQL server" not in output
+    assert_nothing_changed(output)
+    assert "PLAY [Build the hub's PostgreSQL server]" not in output
     for _ in range(60):
         if offsite.run("systemctl is-active pgbackrest.service").stdout.strip() == "active":
             break
@@ -317,9 +316,10 @@ def test_offsite_host_down_hub_keeps_writing_alerts_and_catches_up(hub, offsite)
         # The hub keeps taking writes. A backup to repo1 cannot complete while its last WAL
         # segment waits for repo2 (pgBackRest's archive check): the job fails and alerts at once.
         psql(hub, "INSERT INTO backup_marker VALUES ('still-writing') ON CONFLICT DO NOTHING", db="postgres")
+        mark = alert_mark(hub)
         result = job(hub, "backup incr")
         assert result.rc == 1, result.stdout + result.stderr
-        assert "was not archived" in result.stdout and "was not archived" in alerts(hub)
+        assert "was not archived" in result.stdout and "was not archived" in alerts(hub, since=mark)
     finally:
         offsite.run("systemctl start pgbackrest.service")
     for _ in range(180):
@@ -412,10 +412,11 @@ def test_a_corrupted_data_page_fails_the_backup_and_alerts(hub):
         # Garbage in the middle of the first page, behind PostgreSQL's back: its checksum no
         # longer matches, which pgBackRest finds while copying the file.
         hub.run(f"printf 'garbage-garbage-garbage' | dd of={path} bs=1 seek=4000 conv=notrunc status=none")
+        mark = alert_mark(hub)
         result = job(hub, "backup full")
         assert result.rc == 1, result.stdout + result.stderr
         assert "invalid page checksums" in result.stdout
         assert last_run(hub, "backup-full")[0] == "failed"
-        assert "invalid page checksums" in alerts(hub)
+        assert "invalid page checksums" in alerts(hub, since=mark)
     finally:
         psql(hub, "DROP TABLE corrupt_me", db="postgres")
