@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import os
 import sys
 from typing import Callable
 
@@ -30,6 +31,51 @@ class Command:
     body: Callable[[argparse.Namespace], Callable[[jobs.Job], None]] | None = None
     # A read-only command: returns the exit code itself.
     run: Callable[[argparse.Namespace, object, _dt.date], int] | None = None
+    # A command given by `run` that changes data all the same (a job always does).
+    changes_data: bool = False
+    # Checks the arguments against the database before the job starts (read-only): raises
+    # ValueError for input that names nothing (exit 2, no run record, no alert).
+    precheck: Callable[[argparse.Namespace, object], None] | None = None
+
+    @property
+    def mutating(self) -> bool:
+        return self.body is not None or self.changes_data
+
+
+# The test switch: with it set to 1 in the environment (the Molecule harness does), a command
+# that changes data accepts a --today later than the real date. Production never sets it.
+TEST_CLOCK_ENV = "HUBCTL_TEST_CLOCK"
+
+
+def check_today(cmd: Command, args: argparse.Namespace, real_today: _dt.date,
+                environ=os.environ) -> None:
+    """A --today in the future would archive or drop months that are still young: refused
+    (ValueError) for a command that changes data, unless it is a dry run or the test switch
+    is set."""
+    if args.today is None or args.today <= real_today or not cmd.mutating:
+        return
+    if getattr(args, "dry_run", False) or environ.get(TEST_CLOCK_ENV) == "1":
+        return
+    raise ValueError(f"--today {args.today.isoformat()} is later than the real date "
+                     f"({real_today.isoformat()}): {cmd.name} would act on months that are "
+                     "still young (archive the current month, drop a month to cold). A later "
+                     "--today is for tests only (--dry-run shows what it would do); nothing "
+                     "done")
+
+
+# A job never waits longer than this for the lock: the next day's run would meet it.
+MAX_WAIT_SECONDS = 12 * 3600
+
+
+def _seconds_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seconds '{text}'") from None
+    if not 0 <= value <= MAX_WAIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"--wait {value}: expected 0 .. {MAX_WAIT_SECONDS} "
+                                         "seconds")
+    return value
 
 
 def _date_arg(text: str) -> _dt.date:
@@ -104,6 +150,11 @@ def _cold_args(p: argparse.ArgumentParser) -> None:
     r.set_defaults(job_name="cold-restore")
 
 
+def _cold_precheck(args: argparse.Namespace, cfg) -> None:
+    if args.cold_action == "restore":
+        cold.check_restorable(cfg, args.table, args.month)
+
+
 def _cold_body(args: argparse.Namespace) -> Callable[[jobs.Job], None]:
     if args.cold_action == "restore":
         return lambda job: cold.restore(job, args.table, args.month)
@@ -123,13 +174,13 @@ COMMANDS = {c.name: c for c in (
             body=lambda args: archive.run),
     Command("cold", "cold export: archived months older than cold_after_days (365) to verified "
             "files, then dropped; cold restore YYYY-MM: one back into hub_restored",
-            add_arguments=_cold_args, body=_cold_body),
+            add_arguments=_cold_args, body=_cold_body, precheck=_cold_precheck),
     Command("daily", "the 03:00 job: archive, cold export, partitions, yesterday's stats, "
             "then the day's size snapshot",
             body=lambda args: daily.run),
     Command("convert", "convert the seed's plain v1_hub_work_allocations into the partitioned "
             "table while the application writes (phases of playbooks/migrate-partitioned.yml)",
-            add_arguments=convert.add_arguments, run=convert.run),
+            add_arguments=convert.add_arguments, run=convert.run, changes_data=True),
     Command("status", "show last runs, default-partition rows, partitions ahead, latest "
             "stats (read-only)", add_arguments=_status_args, run=_status_run),
     Command("backup", "pgBackRest: full|incr (repo1), offsite (repo2, on the off-site host), "
@@ -150,7 +201,7 @@ COMMANDS = {c.name: c for c in (
             validate=capacity.validate, run=capacity.run),
     Command("marker", "insert one row into hub_markers (cron, every 5 minutes): what DR drills "
             "measure the RPO with; no lock, no run record", add_arguments=drill.marker_arguments,
-            run=drill.marker_run),
+            run=drill.marker_run, changes_data=True),
 )}
 
 
@@ -163,7 +214,11 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     p.add_argument("--dry-run", action="store_true", default=d(False),
                    help="connect and report what each step would do; change nothing")
     p.add_argument("--today", type=_date_arg, metavar="YYYY-MM-DD", default=d(None),
-                   help="act as if today were this date (tests)")
+                   help="act as if today were this date (tests; a later date than the real "
+                        f"one only with {TEST_CLOCK_ENV}=1 for commands that change data)")
+    p.add_argument("--wait", type=_seconds_arg, metavar="SECONDS", default=d(0),
+                   help="jobs: if another job holds the lock, try again for up to this long "
+                        "before giving up as busy (default 0; cron's jobs wait)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     today = args.today or _dt.date.today()
     cmd = COMMANDS[args.command]
     try:
+        check_today(cmd, args, _dt.date.today())
         cmd.validate(args, today)
     except ValueError as exc:
         parser.exit(jobs.EXIT_USAGE, f"{parser.prog} {cmd.name}: error: {exc}\n")
@@ -208,7 +264,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"hubctl: {exc}", file=sys.stderr)
         return jobs.EXIT_CONFIG
 
+    if cmd.precheck is not None:
+        try:
+            cmd.precheck(args, cfg)
+        except ValueError as exc:
+            parser.exit(jobs.EXIT_USAGE, f"{parser.prog} {cmd.name}: error: {exc}\n")
+        except Exception:
+            # The database could not be asked: the job itself meets the same error and
+            # records and reports it as a failure.
+            pass
+
     if cmd.run is not None:
         return cmd.run(args, cfg, today)
     return jobs.run_job(getattr(args, "job_name", cmd.name), cfg, today, args.dry_run,
-                        cmd.body(args), argv=argv)
+                        cmd.body(args), argv=argv, wait=args.wait)

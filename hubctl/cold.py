@@ -652,6 +652,54 @@ def _drop_once(job, t, month, partition, names, expected, paths, size, sha256,
 
 # --------------------------------------------------------------------------- restore
 
+def not_restorable(table: str, month: _dt.date, row: LedgerRow | None,
+                   exists: bool) -> str | None:
+    """Why `cold restore` of this month names nothing to restore, or None: the operator's
+    input, not a failure of the cold tier (exit 2, no run record, no alert)."""
+    label = month_label(month)
+    if row is None:
+        return (f"hub_archived_partitions has no row for {table} {label}: that month was "
+                "never archived")
+    if row.state != "cold":
+        where = (f"{table}_archive" if row.state == "archived" else table)
+        return (f"{table} {label} is not cold (ledger state: {row.state}): it is still in the "
+                f"database; query {where}")
+    if exists:
+        qualified = f"{RESTORE_SCHEMA}.{restored_name(table, month)}"
+        return (f"{qualified} already exists (restored before): query it, or DROP TABLE "
+                f"{qualified}; to restore it again")
+    return None
+
+
+def check_restorable(cfg, table: str, month: _dt.date, connect=db.connect) -> None:
+    """Before the job starts: ValueError if the ledger names nothing to restore. A database
+    error is left to the job, which records and reports it."""
+    conn = connect(cfg, "cold-restore", readonly=True)
+    try:
+        with db.transaction(conn) as cur:
+            row = ledger_row(cur, table, month)
+            cur.execute("SELECT to_regclass(%s)",
+                        (_qualified(RESTORE_SCHEMA, restored_name(table, month)),))
+            exists = cur.fetchone()[0] is not None
+            states = ledger_states(cur, table)
+    finally:
+        conn.close()
+    reason = not_restorable(table, month, row, exists)
+    if reason:
+        raise ValueError(f"{reason}; {cold_months_text(table, states)}; nothing done")
+
+
+def cold_months_text(table: str, states: dict) -> str:
+    """The months of a table that cold restore can load, for an error message."""
+    months = sorted(m for m, state in states.items() if state == "cold")
+    if not months:
+        return f"{table} has no month in cold files yet"
+    if len(months) <= 6:
+        return f"cold months of {table}: {', '.join(month_label(m) for m in months)}"
+    return (f"cold months of {table}: {len(months)}, {month_label(months[0])} .. "
+            f"{month_label(months[-1])}")
+
+
 def restore(job: Job, table: str, month: _dt.date) -> None:
     """Load one cold month into hub_restored.<table>_pYYYY_MM, verified, or leave nothing."""
     from psycopg2 import sql
@@ -672,19 +720,14 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
             exists = cur.fetchone()[0] is not None
             archive_columns = table_columns(cur, t.schema, t.name + "_archive")
             server_version, timezone, datestyle = session_formats(cur)
-        if row is None:
-            raise ColdError(f"hub_archived_partitions has no row for {table} {label}: that "
-                            "month was never archived")
-        if row.state != "cold":
-            where = (f"{table}_archive" if row.state == "archived" else table)
-            raise ColdError(f"{table} {label} is not cold (ledger state: {row.state}): it is "
-                            f"still in the database; query {where}")
+        # Checked before the job started (check_restorable); again here, as it may have
+        # changed since.
         if not has_schema:
             raise ColdError(f"schema {RESTORE_SCHEMA} does not exist: apply the schema "
                             "migrations (0006)")
-        if exists:
-            raise ColdError(f"{qualified} already exists (restored before): query it, or "
-                            f"DROP TABLE {qualified}; to restore it again")
+        reason = not_restorable(table, month, row, exists)
+        if reason:
+            raise ColdError(reason)
         path = row.cold_path
         st.set(file=path)
         if not os.path.isfile(path):

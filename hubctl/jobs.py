@@ -1,7 +1,8 @@
 """The job wrapper every mutating hubctl command runs in.
 
-    lock   one non-blocking exclusive flock on <lock_dir>/hubctl.lock for all hubctl jobs;
-           if it is held: log "busy", record a 'busy' run, alert, exit 75, nothing else
+    lock   one exclusive flock on <lock_dir>/hubctl.lock for all hubctl jobs; if it is held,
+           try again every few seconds for up to --wait seconds (0 by default, cron's jobs
+           wait), then log "busy", record a 'busy' run, alert, exit 75, nothing else
     record a hub_job_runs row ('running') committed before any work; closed as ok/failed with
            finished_at, rows and detail (per-step counts, durations, errors) at the end
     steps  one log line per step on stdout:
@@ -396,10 +397,35 @@ def _on_sigterm(signum, frame):
     raise Terminated(f"terminated by signal {signum}")
 
 
+# How often a job waiting for the lock tries again, in seconds.
+LOCK_POLL_SECONDS = 5.0
+
+
+def acquire_waiting(lock: JobLock, name: str, wait: float, log: Logger,
+                    sleep=time.sleep, clock=time.monotonic) -> bool:
+    """Take the lock, trying again for up to `wait` seconds while another job holds it; one
+    log line when the wait starts and one when it ends taken. OSError as acquire()."""
+    if lock.acquire(name):
+        return True
+    if wait <= 0:
+        return False
+    started = clock()
+    log.line("lock", path=lock.path, holder=lock.holder() or None, outcome="waiting",
+             wait_s=int(wait))
+    while clock() - started < wait:
+        sleep(min(LOCK_POLL_SECONDS, max(0.0, wait - (clock() - started))))
+        if lock.acquire(name):
+            log.line("lock", path=lock.path, waited_ms=int((clock() - started) * 1000),
+                     outcome="taken")
+            return True
+    return False
+
+
 def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
             body: Callable[[Job], None], *, argv: list[str] | None = None,
-            connect=db.connect, stream=None) -> int:
-    """Run body under the lock with a run record; return the exit code."""
+            connect=db.connect, stream=None, wait: float = 0) -> int:
+    """Run body under the lock with a run record; return the exit code. With wait, a held
+    lock is tried again for up to that many seconds before the run is 'busy'."""
     log = Logger(name, stream)
     started = time.monotonic()
     base_detail = {"today": today.isoformat(), "host": socket.gethostname(), "pid": os.getpid()}
@@ -411,7 +437,7 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
 
     lock = JobLock(cfg.jobs.lock_dir)
     try:
-        taken = lock.acquire(name)
+        taken = acquire_waiting(lock, name, wait, log)
     except OSError as exc:
         msg = f"cannot use lock file {lock.path}: {exc.strerror or exc}"
         log.line("lock", path=lock.path, outcome=FAILED, error=msg)
@@ -426,14 +452,15 @@ def run_job(name: str, cfg: Config, today: _dt.date, dry_run: bool,
         note = None
         run_id = None
         try:
-            run_id = rec.record_busy({**base_detail, "holder": holder})
+            run_id = rec.record_busy({**base_detail, "holder": holder, "waited_s": int(wait)})
         except Exception as exc:
             note = f"the busy run could not be recorded: {db.describe_error(exc)[0]}"
             log.line("record", outcome=FAILED, error=note)
         finally:
             rec.close()
         log.line("end", run_id=run_id, duration_ms=_ms(started), outcome="busy")
-        msg = f"another hubctl job holds {lock.path} ({holder or 'holder unknown'}); " \
+        waited = f" after waiting {int(wait)} s" if wait > 0 else ""
+        msg = f"another hubctl job holds {lock.path} ({holder or 'holder unknown'}){waited}; " \
               f"this run did nothing"
         if note:
             msg += f"; {note}"

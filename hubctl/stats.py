@@ -7,6 +7,13 @@ them), so a rerun for an archived month still works. A day without rows gets a r
 with a NULL average. created_at is set again on each rewrite: it says when the numbers were
 computed.
 
+The daily job rolls up yesterday and every day missing before it (catch_up_days): a day whose
+run was refused as busy, or a host down for a day, is filled in on the next run, not left as a
+hole that becomes permanent once its month goes cold. The look-back is bounded (31 days, well
+inside the 90 days months stay live) and starts no earlier than the first day ever rolled up,
+so a new server does not write zeros for the days before it existed; an older hole is filled
+with `hubctl stats --from D --to D`.
+
 A day of a month that is in a cold file (hub_archived_partitions state 'cold') is not in the
 database any more: its stats row is kept as it is and the step fails for that day, rather than
 writing zeros over figures that can no longer be recomputed (`hubctl cold restore` brings the
@@ -96,5 +103,30 @@ def _rollup_day(job: Job, conn, day: _dt.date) -> None:
             st.rows = 1
 
 
+# How far back the daily job looks for days without a stats row.
+CATCH_UP_DAYS = 31
+
+
+def catch_up_days(today: _dt.date, rolled: set, first_rolled: _dt.date | None,
+                  bound: int = CATCH_UP_DAYS) -> list:
+    """Yesterday, after the days missing from `rolled` in the `bound` days before it that are
+    not older than the first day ever rolled up (None: nothing rolled up yet); oldest first."""
+    yesterday = today - _dt.timedelta(days=1)
+    if first_rolled is None:
+        return [yesterday]
+    start = max(first_rolled, yesterday - _dt.timedelta(days=bound))
+    missing = [start + _dt.timedelta(days=k) for k in range((yesterday - start).days)]
+    return [d for d in missing if d not in rolled] + [yesterday]
+
+
 def yesterday(job: Job) -> None:
-    rollup(job, [job.today - _dt.timedelta(days=1)])
+    """The daily job's step: yesterday, and the days missed before it (catch_up_days)."""
+    day_before = job.today - _dt.timedelta(days=1)
+    with db.transaction(job.conn) as cur:
+        cur.execute("SELECT min(stat_date) FROM public.v1_hub_daily_stats")
+        first = cur.fetchone()[0]
+        cur.execute("SELECT stat_date FROM public.v1_hub_daily_stats "
+                    "WHERE stat_date >= %s AND stat_date < %s",
+                    (day_before - _dt.timedelta(days=CATCH_UP_DAYS), day_before))
+        rolled = {r[0] for r in cur.fetchall()}
+    rollup(job, catch_up_days(job.today, rolled, first))

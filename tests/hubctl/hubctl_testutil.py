@@ -29,8 +29,10 @@ def write_config(tmp_path, *, passfile=None, port=5432, extra_db="", jobs=None,
 
 
 def run_hubctl(repo_root, *args, env_extra=None, timeout=60):
-    """`python -m hubctl ARGS` in a subprocess, from /, without the caller's PG* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """`python -m hubctl ARGS` in a subprocess, from /, without the caller's PG* variables
+    or the test clock switch (env_extra may set them)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k != "HUBCTL_TEST_CLOCK"}
     env["PYTHONPATH"] = repo_root
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "hubctl", *args], env=env, capture_output=True,

@@ -70,3 +70,31 @@ def test_runs_are_recorded_as_cold_export_and_cold_restore(repo_root, tmp_path, 
         assert p.returncode == 1, p
         assert f" job={job} step=start outcome=failed" in p.stdout
         assert f"hubctl {job}: failed" in (tmp_path / "alert.txt").read_text()
+
+
+def _row(state):
+    return cold.LedgerRow("v1_hub_work_allocations_p2025_08", 10, 99, state, None, None, None, True)
+
+
+def test_a_restore_that_names_nothing_is_the_operators_input():
+    """cold restore of a month never archived, or still in the database, or restored already:
+    a reason (exit 2 before the job, no record, no alert); a cold month: None."""
+    import datetime as dt
+    t, m = "v1_hub_work_allocations", dt.date(1999, 1, 1)
+    assert "never archived" in cold.not_restorable(t, m, None, False)
+    assert "1999-01" in cold.not_restorable(t, m, None, False)
+    assert "query v1_hub_work_allocations_archive" in cold.not_restorable(t, m, _row("archived"), False)
+    assert cold.not_restorable(t, m, _row("live"), False).endswith("query v1_hub_work_allocations")
+    assert "hub_restored.v1_hub_work_allocations_p1999_01 already exists" in \
+        cold.not_restorable(t, m, _row("cold"), True)
+    assert cold.not_restorable(t, m, _row("cold"), False) is None
+
+
+def test_the_refusal_names_the_months_that_can_be_restored():
+    import datetime as dt
+    t = "v1_hub_work_allocations"
+    assert cold.cold_months_text(t, {}) == f"{t} has no month in cold files yet"
+    few = {dt.date(2025, 1, 1): "cold", dt.date(2025, 2, 1): "cold", dt.date(2025, 3, 1): "archived"}
+    assert cold.cold_months_text(t, few) == f"cold months of {t}: 2025-01, 2025-02"
+    many = {dt.date(2024, k, 1): "cold" for k in range(1, 13)}
+    assert cold.cold_months_text(t, many) == f"cold months of {t}: 12, 2024-01 .. 2024-12"

@@ -2,18 +2,14 @@
 
 import datetime
 import json
+import time
 
-from conftest import psql, run_metrics_now, secret
+from conftest import HUBCTL, alerts, psql, run_cron_now, run_metrics_now, secret
 
 # The hub only: the off-site backup host has its own tests (test_6_backup.py).
 testinfra_hosts = ["ansible://hub_db"]
 
-HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
-ALERTS = "/var/log/hub/alerts.log"
 
-
-def alerts(host) -> str:
-    return host.file(ALERTS).content_string if host.file(ALERTS).exists else ""
 
 
 def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
@@ -23,7 +19,8 @@ def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
     jobs = {fields[6].split()[1]: fields for fields in lines}
     assert jobs["daily"][:6] == ["0", "3", "*", "*", "*", "hubmaint"]
     assert jobs["partitions"][:6] == ["0", "2", "1", "*", "*", "hubmaint"]
-    assert jobs["daily"][6] == "/usr/local/bin/hubctl daily >> /var/log/hub/daily.log 2>&1"
+    assert jobs["daily"][6] == "/usr/local/bin/hubctl daily --wait 7200 >> /var/log/hub/daily.log 2>&1"
+    assert jobs["partitions"][6] == "/usr/local/bin/hubctl partitions --wait 7200 >> /var/log/hub/partitions.log 2>&1"
     # The marker the DR drill measures its RPO by (test_7_drill.py).
     assert jobs["marker"][:6] == ["*/5", "*", "*", "*", "*", "hubmaint"]
     assert jobs["metrics"][:6] == ["*", "*", "*", "*", "*", "hubmaint"]
@@ -256,6 +253,31 @@ def test_stats_rollup_counts_a_day_and_is_idempotent(host):
     finally:
         psql(host, f"DELETE FROM v1_hub_work_allocations WHERE work_date = '{day}'")
         psql(host, f"DELETE FROM v1_hub_daily_stats WHERE stat_date = '{day}'")
+
+
+def test_crons_daily_waits_for_a_held_lock_then_fills_in_the_days_it_missed(host):
+    """A backup holds hubctl's lock at 03:00: cron's daily waits for it (--wait) rather than
+    giving up, and rolls up yesterday and the days missing before it, oldest first."""
+    today = host_today(host)
+    days = [today - datetime.timedelta(days=k) for k in range(5, 0, -1)]     # -5 .. -1
+    result = host.run(f"{HUBCTL} stats --date {days[0]}")                    # the anchor
+    assert result.rc == 0, result.stdout + result.stderr
+    psql(host, f"DELETE FROM v1_hub_daily_stats WHERE stat_date > '{days[0]}' AND stat_date < '{today}'")
+    holder = "sudo -u hubmaint nohup flock /run/lock/hub/hubctl.lock sleep 8 >/dev/null 2>&1 &"
+    assert host.run(holder).rc == 0
+    deadline = time.monotonic() + 10
+    while host.run("flock -n /run/lock/hub/hubctl.lock true").rc == 0:
+        assert time.monotonic() < deadline, "the test's lock holder did not start"
+        time.sleep(0.2)
+    result = run_cron_now(host, "daily")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "step=lock" in result.stdout and "outcome=waiting" in result.stdout
+    assert "outcome=taken" in result.stdout and "outcome=busy" not in result.stdout
+    stats_dates = [line.split("date=", 1)[1].split()[0] for line in result.stdout.splitlines()
+                   if " step=stats " in line]
+    assert stats_dates == [d.isoformat() for d in days[1:]], stats_dates
+    assert psql(host, f"SELECT count(*) FROM v1_hub_daily_stats WHERE stat_date >= '{days[0]}' "
+                      f"AND stat_date < '{today}'") == "5"
 
 
 def test_partitions_follow_a_moved_today(host):

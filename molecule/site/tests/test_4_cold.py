@@ -12,12 +12,11 @@ import json
 import shlex
 
 import pytest
-from conftest import psql, psql_as
+from conftest import HUBCTL, alert_mark, psql, psql_as
 
 # The hub only: the off-site backup host has its own tests (test_6_backup.py).
 testinfra_hosts = ["ansible://hub_db"]
 
-HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 TABLE = "v1_hub_work_allocations"
 COLD_DIR = "/var/lib/hub/cold"
 CHECKSUM = "coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
@@ -194,11 +193,32 @@ def test_restore_gives_back_the_same_rows(host, month):
     assert app.rc != 0 and "permission denied" in app.stderr
 
 
-def test_restoring_twice_is_refused(host, month):
+def job_runs(host) -> str:
+    return psql(host, "SELECT count(*) || ' ' || coalesce(max(id), 0) FROM hub_job_runs")
+
+
+def test_restoring_twice_is_refused_as_bad_input(host, month):
+    before = (job_runs(host), alert_mark(host))
     result = host.run(f"{HUBCTL} cold restore {month['label']} --today {month['today']}")
-    assert result.rc == 1, result.stdout + result.stderr
-    assert "already exists" in result.stdout and f"DROP TABLE {month['restored']}" in result.stdout
+    assert result.rc == 2, result.stdout + result.stderr
+    assert "already exists" in result.stderr and f"DROP TABLE {month['restored']}" in result.stderr
     assert psql(host, f"SELECT count(*) FROM {month['restored']}") == str(month["rows"])
+    assert (job_runs(host), alert_mark(host)) == before
+
+
+def test_a_month_never_archived_or_not_cold_is_bad_input_not_a_page(host, month):
+    """An operator's typo: exit 2 with the months that can be restored, no run record, no
+    alert (before, `cold restore 1999-01` recorded a failed job and paged)."""
+    before = (job_runs(host), alert_mark(host))
+    result = host.run(f"{HUBCTL} cold restore 1999-01")
+    assert result.rc == 2, result.stdout + result.stderr
+    assert "1999-01: that month was never archived" in result.stderr
+    assert f"cold months of {TABLE}: {month['label']}" in result.stderr
+    live = psql(host, f"SELECT to_char(min(month), 'YYYY-MM') FROM hub_archived_partitions WHERE parent_table = '{TABLE}' AND state = 'archived'")
+    if live:
+        result = host.run(f"{HUBCTL} cold restore {live}")
+        assert result.rc == 2 and "is not cold (ledger state: archived)" in result.stderr, result.stderr
+    assert (job_runs(host), alert_mark(host)) == before
 
 
 def test_a_damaged_copy_is_not_restored(host, month):
