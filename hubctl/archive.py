@@ -24,6 +24,12 @@ Late rows: a row that arrives for a month already archived lands in the live tab
 partition. This step moves such rows into the month's archive partition (one transaction:
 DELETE ... RETURNING feeding an INSERT) and adds their count and checksum to the month's record.
 
+Read-only: only the archive parents' privileges count for queries through them, so each
+archived partition also loses every write privilege (INSERT, UPDATE, DELETE, TRUNCATE) of every
+role but its owner, in the move's own transaction; each run also takes them from any archived
+partition that still has them (archived before this rule, or granted again by hand). The
+application cannot edit a month once archived, by the parent's name or the partition's.
+
 The checksum is the sum of the first 60 bits of md5(row) over the month's rows: independent of
 row order, so it needs no sort, and additive, so late rows extend it.
 """
@@ -77,7 +83,52 @@ def run(job: Job) -> None:
         verify_pending(job, t)
         for month in months_to_archive(parts.months, job.today, after_days):
             archive_month(job, t, month, parts.months[month])
+        protect_archived(job, t)
         move_late_rows(job, t, parts.default)
+
+
+# Write privileges an archived partition keeps for no role but its owner.
+WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
+
+_WRITERS = """
+    SELECT c.relname,
+           array_agg(DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE r.rolname END)
+    FROM pg_catalog.pg_inherits i
+    JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+    CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+    LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+    WHERE i.inhparent = to_regclass(%s) AND a.grantee <> c.relowner
+      AND a.privilege_type = ANY(%s)
+    GROUP BY c.relname ORDER BY c.relname"""
+
+
+def _revoke_writes(cur, sql, part, grantees) -> None:
+    roles = sql.SQL(", ").join(sql.SQL("PUBLIC") if g == "PUBLIC" else sql.Identifier(g)
+                               for g in grantees)
+    cur.execute(sql.SQL("REVOKE {privs} ON {part} FROM {roles}").format(
+        privs=sql.SQL(", ".join(WRITE_PRIVILEGES)), part=part, roles=roles))
+
+
+def writers_of(cur, schema: str, parent: str) -> list:
+    """[(partition, [roles])]: the partitions of parent some role but the owner may write."""
+    cur.execute(_WRITERS, (f'"{schema}"."{parent}"', list(WRITE_PRIVILEGES)))
+    return [(r[0], sorted(r[1])) for r in cur.fetchall()]
+
+
+def protect_archived(job: Job, t: LiveTable) -> None:
+    """Take the write privileges from every archived partition that still has them."""
+    from psycopg2 import sql
+    with db.transaction(job.conn) as cur:
+        writable = writers_of(cur, t.schema, t.name + "_archive")
+    for partition, grantees in writable:
+        with job.step("archive_protect", table=t.name, partition=partition,
+                      revoke_from=",".join(grantees)) as st:
+            if job.dry_run:
+                st.set(would="revoke " + ",".join(WRITE_PRIVILEGES))
+                continue
+            with db.transaction(job.conn) as cur:
+                _revoke_writes(cur, sql, _ident(sql, t.schema, partition), grantees)
+            st.set(revoked=",".join(WRITE_PRIVILEGES))
 
 
 def archive_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
@@ -134,6 +185,10 @@ def _archive_month_once(job: Job, st, t: LiveTable, month: _dt.date, partition: 
         cur.execute(sql.SQL(
             "ALTER TABLE {arch} ATTACH PARTITION {part} FOR VALUES FROM (%s) TO (%s)").format(
             arch=_ident(sql, t.schema, t.name + "_archive"), part=part), (month, end))
+        grantees = dict(writers_of(cur, t.schema, t.name + "_archive")).get(partition)
+        if grantees:
+            _revoke_writes(cur, sql, part, grantees)
+            st.set(read_only_for=",".join(grantees))
         cur.execute(sql.SQL("UPDATE {ledger} SET state = 'archived', verified_at = NULL, "
                             "recorded_at = now() WHERE parent_table = %s AND month = %s").format(
             ledger=sql.Identifier(*LEDGER.split("."))), (t.name, month))

@@ -6,12 +6,11 @@ and maintenance tests have checked the live window against the real date."""
 import datetime
 
 import pytest
-from conftest import psql
+from conftest import HUBCTL, HUBCTL_PRODUCTION, psql, psql_as
 
 # The hub only: the off-site backup host has its own tests (test_6_backup.py).
 testinfra_hosts = ["ansible://hub_db"]
 
-HUBCTL = "sudo -u hubmaint /usr/local/bin/hubctl"
 CHECKSUM = "coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
 
 
@@ -50,6 +49,32 @@ def ledger(host, start):
     )
 
 
+def job_runs(host) -> str:
+    return psql(host, "SELECT count(*) || ' ' || coalesce(max(id), 0) FROM hub_job_runs")
+
+
+def test_a_future_today_without_the_test_switch_is_refused_and_changes_nothing(host, month):
+    """hubctl as production runs it (no HUBCTL_TEST_CLOCK): a --today past the real date would
+    archive the month the application still writes to; exit 2, no run, nothing moved."""
+    start, end, _ = month
+    future = datetime.date.today() + datetime.timedelta(days=200)
+    partition = psql(host, f"SELECT tableoid::regclass FROM v1_hub_work_allocations WHERE work_date = '{start}' LIMIT 1")
+    before = job_runs(host)
+    for args in (f"archive --today {future}", f"daily --today {future}", f"cold export --today {future}"):
+        result = host.run(f"{HUBCTL_PRODUCTION} {args}")
+        assert result.rc == 2, result.stdout + result.stderr
+        assert f"--today {future} is later than the real date" in result.stderr
+        assert result.stdout == ""
+    assert job_runs(host) == before
+    assert psql(host, f"SELECT inhparent::regclass FROM pg_inherits WHERE inhrelid = '{partition}'::regclass") == (
+        "v1_hub_work_allocations"
+    )
+
+
+def app_writes(host, sql):
+    return psql_as(host, "hub_app", sql)
+
+
 def test_a_month_older_than_90_days_moves_to_the_archive_without_copying(host, month):
     start, end, today = month
     partition = psql(host, f"SELECT tableoid::regclass FROM v1_hub_work_allocations WHERE work_date = '{start}' LIMIT 1")
@@ -68,6 +93,42 @@ def test_a_month_older_than_90_days_moves_to_the_archive_without_copying(host, m
     assert rows_of(host, "v1_hub_work_allocations_archive", start, end) == 100
     checksum = psql(host, f"SELECT {CHECKSUM} FROM ONLY {partition} t")
     assert ledger(host, start) == f"100 {checksum} archived"
+    assert "read_only_for=hub_app" in result.stdout
+
+
+def test_the_application_cannot_edit_an_archived_month_by_the_partitions_name(host, month):
+    start, end, _ = month
+    partition = psql(host, f"SELECT tableoid::regclass FROM v1_hub_work_allocations_archive WHERE work_date = '{start}' LIMIT 1")
+    for sql in (f"UPDATE {partition} SET keyword = 'edited' WHERE work_date = '{start}'",
+                f"DELETE FROM {partition} WHERE work_date = '{start}'",
+                f"INSERT INTO {partition} (work_date, client_id, keyword, status) VALUES ('{start}', 'c', 'k', 'completed')",
+                f"TRUNCATE {partition}"):
+        denied = app_writes(host, sql)
+        assert denied.rc != 0 and "permission denied" in denied.stderr, (sql, denied.stdout, denied.stderr)
+    read = app_writes(host, f"SELECT count(*) FROM v1_hub_work_allocations_archive WHERE work_date >= '{start}' AND work_date < '{end}'")
+    assert read.rc == 0 and read.stdout.strip() == "100", read.stderr
+    assert rows_of(host, "v1_hub_work_allocations_archive", start, end) == 100
+    # The live months stay the application's to write.
+    live = psql(host, "SELECT min(c.oid::regclass::text) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                      "WHERE i.inhparent = 'v1_hub_work_allocations'::regclass AND c.relname NOT LIKE '%default'")
+    assert psql(host, f"SELECT has_table_privilege('hub_app', '{live}', 'UPDATE')") == "t"
+
+
+def test_a_write_privilege_granted_again_is_taken_by_the_next_run(host, month):
+    """A month archived before this rule (or a grant by hand): the next run revokes it."""
+    start, _, today = month
+    partition = psql(host, f"SELECT tableoid::regclass FROM v1_hub_work_allocations_archive WHERE work_date = '{start}' LIMIT 1")
+    psql(host, ["SET ROLE hub_owner", f"GRANT INSERT, UPDATE, DELETE ON {partition} TO hub_app, hub_readonly"])
+    assert psql(host, f"SELECT has_table_privilege('hub_app', '{partition}', 'UPDATE')") == "t"
+    result = host.run(f"{HUBCTL} archive --today {today}")
+    assert result.rc == 0, result.stdout + result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if "step=archive_protect" in ln)
+    assert f"partition={partition}" in line and "revoke_from=hub_app,hub_readonly" in line, line
+    for role in ("hub_app", "hub_readonly"):
+        for priv in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+            assert psql(host, f"SELECT has_table_privilege('{role}', '{partition}', '{priv}')") == "f", (role, priv)
+    again = host.run(f"{HUBCTL} archive --today {today}")
+    assert again.rc == 0 and "step=archive_protect" not in again.stdout, again.stdout
 
 
 def test_the_archived_month_gets_no_new_live_partition(host, month):
