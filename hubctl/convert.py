@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import os
 import signal
 import time
 
@@ -1293,9 +1294,33 @@ def _migration_recorded(cur, version: int) -> bool:
     return cur.fetchone()[0]
 
 
-def finalize(cx: Conversion, stage: str, state: dict) -> None:
+def backup_gate(cx: Conversion, state: dict, dump: str | None, stanza: str,
+                read_info=None) -> None:
+    """Refused unless a copy of the database taken after the swap exists (convert_backup)."""
+    from hubctl import backup, convert_backup as gate
+    swapped_at = gate.parse_time(state["swapped_at"])
+    if dump:
+        problem = gate.dump_problem(dump, swapped_at)
+        if problem:
+            raise Refused(gate.refusal(swapped_at, problem))
+        cx.log.line("backup_gate", dump=dump, bytes=os.path.getsize(dump), outcome=OK)
+        return
+    try:
+        info = (read_info or backup.read_info)(stanza)
+    except (backup.PgBackRestError, OSError) as exc:
+        raise Refused(gate.refusal(swapped_at, f"pgBackRest could not be asked ({exc})")) from None
+    newest = gate.backup_after(info, swapped_at)
+    if newest is None:
+        raise Refused(gate.refusal(swapped_at, f"pgBackRest's stanza {stanza} has none"))
+    cx.log.line("backup_gate", backup=newest.get("label"),
+                repo=(newest.get("database") or {}).get("repo-key"), outcome=OK)
+
+
+def finalize(cx: Conversion, stage: str, state: dict, dump: str | None = None,
+             stanza: str = "hub") -> None:
     sql = _sql()
     if stage == "swapped":
+        backup_gate(cx, state, dump, stanza)
         new, legacy = _ident("public", TABLE), _ident("public", LEGACY_NAME)
         timing = {}
 
@@ -1394,6 +1419,11 @@ def add_arguments(p) -> None:
     p.add_argument("phase", choices=PHASES,
                    help="check | prepare | verify | swap | rollback | finalize | finish | status")
     p.add_argument("--json", action="store_true", help="status: print JSON for machines")
+    p.add_argument("--stanza", default="hub",
+                   help="finalize: the pgBackRest stanza whose backups it looks at (default hub)")
+    p.add_argument("--dump", metavar="PATH",
+                   help="finalize: a pg_dump written after the swap, instead of a pgBackRest "
+                        "backup, as the copy that must exist before the legacy table goes")
 
 
 def run(args, cfg, today: _dt.date, connect=db.connect) -> int:
@@ -1441,7 +1471,7 @@ def run(args, cfg, today: _dt.date, connect=db.connect) -> int:
         elif args.phase == "rollback":
             rollback(cx, stage, state)
         elif args.phase == "finalize":
-            finalize(cx, stage, state)
+            finalize(cx, stage, state, dump=args.dump, stanza=args.stanza)
         elif args.phase == "finish":
             finish(cx)
         else:
