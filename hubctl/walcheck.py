@@ -1,6 +1,8 @@
-"""`hubctl wal-check`: is each repository's WAL archive continuous? Read-only.
+"""`hubctl wal-check`: is each repository's WAL archive continuous? Read-only, but for
+--repair-repo.
 
     hubctl wal-check [--textfile PATH] [--stanza S] [--repo N ...] [--settle-seconds S]
+                     [--repair-repo N ...] [--repair-retry-hours H]
 
 pgBackRest reports an archive's first and last segment (`info`), never a hole between them, and
 its `verify` (2.55) does not report a segment missing between two archived ones either. A hole
@@ -17,22 +19,33 @@ missing in two ranges of the current archive (the database the newest backup bel
 A segment counts as held on any timeline, and as a .partial file too. A hole seen in a first
 listing is listed again after --settle-seconds, and only the segments still missing are
 reported: with archive-async several segments are pushed at once, so the newest may land
-before the one ahead of it.
+before the one ahead of it. The wait is taken once for all repositories with a hole.
 
 The result is a node-exporter textfile written atomically (hub_wal.prom beside hub.prom), and
 one log line per repository that names the first run of missing segments in each range
 (first_gap_since_newest, first_gap_since_oldest). Exit 0 when every archive is
-continuous, 3 when a hole was found, 1 when a repository could not be checked.
+continuous, 3 when a hole was found, 1 when a repository could not be checked (or a repair
+failed).
+
+--repair-repo N: a hole since the newest backup of repository N is repaired by a new full
+backup there (a restore from it replays again), taken as the scheduled job does (lock, run
+record, alert on failure): the hub repairs repo1 (`backup full`), the off-site host repo2
+(`backup offsite`). Only where it is safe (why_not_repair): archiving must have resumed past
+the hole, no other job may hold the lock, and after a failed attempt the next waits
+--repair-retry-hours. The textfile is written before the repair, so the hole is alerted
+whatever the repair does; the next check, after the new backup, resolves it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
 import os
 import re
 import time
 
-from hubctl import backup, jobs
+from hubctl import backup, db, jobs
 from hubctl.metrics import Metrics, render, write_atomic
 
 DEFAULT_TEXTFILE = "/var/lib/hub/metrics/hub_wal.prom"
@@ -173,6 +186,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settle-seconds", type=float, default=DEFAULT_SETTLE_SECONDS, metavar="S",
                    help="wait this long before listing a repository with a hole again "
                         f"(default {DEFAULT_SETTLE_SECONDS:g})")
+    p.add_argument("--repair-repo", type=int, action="append", default=None, metavar="N",
+                   help="take a new full backup in repository N (one this host backs up: 1 on "
+                        "the hub, 2 on the off-site host) when its archive has a hole since its "
+                        "newest backup and archiving has resumed (repeatable)")
+    p.add_argument("--repair-retry-hours", type=float, default=DEFAULT_REPAIR_RETRY_HOURS,
+                   metavar="H", help="after a repairing backup failed, try again only this "
+                                     f"much later (default {DEFAULT_REPAIR_RETRY_HOURS:g})")
     p.add_argument("--wal-segment-mb", type=int, default=DEFAULT_SEGMENT_MB, metavar="MB",
                    help=f"the server's wal_segment_size (default {DEFAULT_SEGMENT_MB})")
 
@@ -186,6 +206,13 @@ def validate(args: argparse.Namespace, _today) -> None:
     args.repo = args.repo or [backup.LOCAL_REPO, backup.OFFSITE_REPO]
     if any(r < 1 or r > 256 for r in args.repo) or len(set(args.repo)) != len(args.repo):
         raise ValueError("--repo: each repository number (1-256) once")
+    for repo in args.repair_repo or []:
+        if repo not in REPAIR_JOBS or repo not in args.repo:
+            raise ValueError(f"--repair-repo {repo}: a repository this check lists "
+                             f"({', '.join(map(str, args.repo))}) and that hubctl backs up "
+                             f"({', '.join(map(str, REPAIR_JOBS))})")
+    if not 0 < args.repair_retry_hours <= 24 * 7:
+        raise ValueError("--repair-retry-hours: more than 0, at most 168")
     if not 0 <= args.settle_seconds <= 600:
         raise ValueError("--settle-seconds: from 0 to 600")
     mb = args.wal_segment_mb
@@ -194,33 +221,52 @@ def validate(args: argparse.Namespace, _today) -> None:
                          "wal_segment_size)")
 
 
-def check_repo(stanza: str, repo: int, p: dict, per_log: int, settle: float,
-               lister=list_segments, sleep=time.sleep) -> dict:
+def check_repo(stanza: str, repo: int, p: dict, per_log: int,
+               lister=list_segments) -> dict:
+    """One listing of a repository: what it holds and the holes in each range."""
     held = held_positions(lister(stanza, repo), p["archive_id"], per_log)
-    found = gaps(p, held, per_log)
-    if any(found.values()):
-        sleep(settle)
-        again = held_positions(lister(stanza, repo), p["archive_id"], per_log)
-        found = persistent(found, gaps(p, again, per_log))
-        held = again
-    return {"held": len(held), "gaps": found}
+    return {"held": held, "gaps": gaps(p, held, per_log)}
 
 
-def run(args: argparse.Namespace, _cfg, _today, read_info=backup.read_info,
-        lister=list_segments, sleep=time.sleep) -> int:
+def settle(stanza: str, results: dict, plans: dict, per_log: int, seconds: float,
+           lister=list_segments, sleep=time.sleep) -> dict[int, str]:
+    """Wait once (not once per repository), then list again every repository whose first
+    listing had a hole; keep only the holes still there (a segment that arrived meanwhile was
+    in flight, not lost). A repository whose second listing fails leaves results and is
+    returned with the error."""
+    holed = [r for r, res in results.items() if any(res["gaps"].values())]
+    failed: dict[int, str] = {}
+    if not holed:
+        return failed
+    sleep(seconds)
+    for repo in holed:
+        try:
+            again = check_repo(stanza, repo, plans[repo], per_log, lister)
+        except jobs.JobAbort as exc:
+            failed[repo] = str(exc)
+            del results[repo]
+            continue
+        results[repo] = {"held": again["held"],
+                         "gaps": persistent(results[repo]["gaps"], again["gaps"])}
+    return failed
+
+
+def run(args: argparse.Namespace, cfg, today, read_info=backup.read_info,
+        lister=list_segments, sleep=time.sleep, run_job=jobs.run_job, clock=time.time,
+        archiving=None) -> int:
     log = jobs.Logger("wal-check")
     started = time.monotonic()
     per_log = segments_per_log(args.wal_segment_mb)
     m = Metrics()
     up: dict[int, bool] = {}
-    holes = False
+    plans: dict[int, dict] = {}
+    results: dict[int, dict] = {}
     try:
         info = read_info(args.stanza)
     except jobs.JobAbort as exc:
         info = None
         log.line("info", outcome=jobs.FAILED, error=str(exc))
     for repo in args.repo:
-        labels = {"repo": str(repo)}
         if info is None:
             up[repo] = False
             continue
@@ -230,14 +276,23 @@ def run(args: argparse.Namespace, _cfg, _today, read_info=backup.read_info,
                 log.line(f"repo{repo}", outcome=jobs.OK, note="no good backup: nothing to check")
                 up[repo] = True
                 continue
-            result = check_repo(args.stanza, repo, p, per_log, args.settle_seconds, lister, sleep)
+            results[repo] = check_repo(args.stanza, repo, p, per_log, lister)
+            plans[repo] = p
         except jobs.JobAbort as exc:
             up[repo] = False
             log.line(f"repo{repo}", outcome=jobs.FAILED, error=str(exc))
+    for repo, error in settle(args.stanza, results, plans, per_log, args.settle_seconds,
+                              lister, sleep).items():
+        up[repo] = False
+        log.line(f"repo{repo}", outcome=jobs.FAILED, error=error)
+    holes = False
+    for repo in args.repo:
+        if repo not in results:
             continue
         up[repo] = True
+        result, p, labels = results[repo], plans[repo], {"repo": str(repo)}
         m.gauge("hub_wal_archive_segments", "WAL segments held in the repository's current archive",
-                result["held"], **labels)
+                len(result["held"]), **labels)
         for since in RANGES:
             m.gauge("hub_wal_archive_missing_segments",
                     "WAL segments missing in the repository's archive since its newest or its "
@@ -245,7 +300,7 @@ def run(args: argparse.Namespace, _cfg, _today, read_info=backup.read_info,
                     since=since, **labels)
         gap = result["gaps"]["oldest_backup"]
         holes = holes or bool(gap)
-        fields = {"archive": p["archive_id"], "held": result["held"],
+        fields = {"archive": p["archive_id"], "held": len(result["held"]),
                   "missing_since_newest": len(result["gaps"]["newest_backup"]),
                   "missing_since_oldest": len(gap)}
         for since in RANGES:
@@ -266,6 +321,124 @@ def run(args: argparse.Namespace, _cfg, _today, read_info=backup.read_info,
     except OSError as exc:
         log.line("write", path=args.textfile, outcome=jobs.FAILED, error=str(exc))
         return jobs.EXIT_FAILED
-    if not all(up.values()):
+    # The file says what was found before any repair: the alert fires for every hole, and the
+    # next check, after the repairing backup, resolves it.
+    repaired_ok = True
+    for repo in args.repair_repo or []:
+        if repo in results:
+            repaired_ok &= repair(args, cfg, today, repo, results[repo], log, run_job, clock,
+                                  archiving or archiving_problem)
+    if not all(up.values()) or not repaired_ok:
         return jobs.EXIT_FAILED
     return jobs.EXIT_ATTENTION if holes else jobs.EXIT_OK
+
+
+# --------------------------------------------------------------------------- repair
+
+# The backup that starts a new chain after a hole, per repository, as the job the host runs
+# anyway: the hub takes repo1's (backup full), the off-site host repo2's (backup offsite).
+REPAIR_JOBS = {backup.LOCAL_REPO: ("backup-full", "full"),
+               backup.OFFSITE_REPO: ("backup-offsite", "offsite")}
+DEFAULT_REPAIR_RETRY_HOURS = 6.0
+REPAIR_STATE = ".hub_wal_repair.json"
+
+
+def repair_state_path(textfile: str) -> str:
+    """Beside the textfile; node-exporter reads only *.prom files."""
+    return os.path.join(os.path.dirname(textfile), REPAIR_STATE)
+
+
+def read_repair_state(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def why_not_repair(result: dict, archiving: str | None, failed_at: float | None, now: float,
+                   retry_hours: float, lock_holder: str | None) -> str | None:
+    """Why a repository with a hole since its newest backup gets no backup now, or None to
+    take one. No hole: nothing to repair. Archiving failing now (pg_stat_archiver, or no
+    segment held after the hole): the backup would fail its own archive check, and the hole may
+    still grow. A repair that failed less than retry_hours ago: its failure was alerted, and
+    one attempt per check would page every 15 minutes. Another job holding the lock: the next
+    check tries again."""
+    holes = result["gaps"]["newest_backup"]
+    if not holes:
+        return "no hole since the newest backup"
+    if archiving:
+        return f"archiving has not resumed: {archiving}"
+    if not result["held"] or max(result["held"]) < max(holes):
+        return "archiving has not resumed past the hole: no segment after it is held yet"
+    if failed_at is not None and now - failed_at < retry_hours * 3600:
+        next_try = _dt.datetime.fromtimestamp(failed_at + retry_hours * 3600).astimezone()
+        return (f"the last repairing backup failed (alerted then); the next try is after "
+                f"{next_try.isoformat(timespec='minutes')}")
+    if lock_holder is not None:
+        return f"another job holds the lock ({lock_holder or 'holder unknown'}); the next check tries again"
+    return None
+
+
+def _lock_holder(cfg) -> str | None:
+    """None when hubctl's lock is free now, else who holds it."""
+    lock = jobs.JobLock(cfg.jobs.lock_dir)
+    try:
+        if lock.acquire("wal-check"):
+            lock.release()
+            return None
+    except OSError:
+        return None       # the job itself meets the same error, records and alerts it
+    return lock.holder()
+
+
+def archiving_problem(cfg) -> str | None:
+    """What pg_stat_archiver says is wrong with archiving now (backup.archiving_problem), or
+    why it could not be asked; None when archiving keeps up."""
+    try:
+        conn = db.connect(cfg, "wal-check", readonly=True)
+        try:
+            with db.transaction(conn) as cur:
+                cur.execute(backup.ARCHIVER_SQL)
+                row = cur.fetchone()
+        finally:
+            conn.close()
+    except Exception as exc:            # any failure means: do not repair now
+        return f"pg_stat_archiver could not be read ({db.describe_error(exc)[0]})"
+    return backup.archiving_problem(row)
+
+
+def repair(args, cfg, today, repo: int, result: dict, log: jobs.Logger, run_job, clock,
+           archiving=archiving_problem) -> bool:
+    """A new full backup in a repository whose archive has a hole since its newest backup, when
+    it is safe (why_not_repair); the backup runs as the scheduled job does: lock, run record,
+    alert on failure. False when it ran and failed."""
+    name, kind = REPAIR_JOBS[repo]
+    state_path = repair_state_path(args.textfile)
+    state = read_repair_state(state_path)
+    failed_at = (state.get(str(repo)) or {}).get("failed_at")
+    holes = result["gaps"]["newest_backup"]
+    reason = why_not_repair(result, archiving(cfg) if holes else None, failed_at, clock(),
+                            args.repair_retry_hours, _lock_holder(cfg) if holes else None)
+    if reason:
+        if holes:
+            log.line("repair", repo=repo, outcome="skipped", why=reason)
+        return True
+    log.line("repair", repo=repo, backup_job=name, outcome="started",
+             why=f"{len(holes)} segment(s) missing since the newest backup")
+    rc = run_job(name, cfg, today, args.dry_run, backup.body(argparse.Namespace(
+        backup_kind=kind, stanza=args.stanza)),
+        argv=["wal-check", "--repair-repo", str(repo), f"(missing_since_newest={len(holes)})"])
+    if rc == jobs.EXIT_OK or args.dry_run:
+        state.pop(str(repo), None)
+    else:
+        state[str(repo)] = {"failed_at": clock(), "exit": rc}
+    if not args.dry_run:
+        try:
+            write_atomic(state_path, json.dumps(state) + "\n")
+        except OSError as exc:
+            log.line("repair", repo=repo, outcome=jobs.FAILED, error=f"state file: {exc}")
+    log.line("repair", repo=repo, backup_job=name, exit=rc,
+             outcome=jobs.OK if rc in (jobs.EXIT_OK, jobs.EXIT_ATTENTION) else jobs.FAILED)
+    return rc in (jobs.EXIT_OK, jobs.EXIT_ATTENTION)

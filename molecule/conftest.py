@@ -125,10 +125,10 @@ def assert_nothing_changed(output: str) -> None:
     assert not changed, f"changed on {changed}:\n{output[-3000:]}"
 
 
-def run_cron_now(hub, name: str):
+def run_cron_now(hub, name: str, cron_file: str = "/etc/cron.d/hub-maintenance"):
     """Run the cron line of `hubctl <name>` now, as hubmaint, rather than at its next time;
     returns its result."""
-    line = [ln for ln in hub.file("/etc/cron.d/hub-maintenance").content_string.splitlines()
+    line = [ln for ln in hub.file(cron_file).content_string.splitlines()
             if f"/usr/local/bin/hubctl {name} " in ln][0]
     command = line.split("hubmaint", 1)[1].split(">>", 1)[0].strip()
     return hub.run(f"sudo -u hubmaint {command}")

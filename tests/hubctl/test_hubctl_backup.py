@@ -18,7 +18,8 @@ def _sudoers_commands(role: str, stanza: str, user: str) -> set[str]:
     alias = text.split("Cmnd_Alias HUB_PGBACKREST =", 1)[1].split("\nDefaults", 1)[0]
     pgbr = f"/usr/bin/pgbackrest --stanza={stanza}"
     lines = {re.sub(r"\{\{ pgbr \}\}", pgbr, c.strip()) for c in alias.replace("\\\n", "").split(",")}
-    return {line.replace("{{ pgbackrest_stanza }}", stanza) for line in lines}
+    return {line.replace("{{ pgbackrest_stanza }}", stanza).replace("{{ backup_repo_stanza }}", stanza)
+            for line in lines}
 
 
 def _cmdline(argv):
@@ -38,7 +39,8 @@ def test_hub_commands_are_exactly_those_sudoers_allows():
 def test_offsite_commands_are_exactly_those_sudoers_allows():
     allowed = _sudoers_commands("backup_repo", "hub", "hubmaint")
     used = {_cmdline(backup.backup_argv("hub", 2, "full")), _cmdline(backup.expire_argv("hub", 2)),
-            _cmdline(backup.verify_argv("hub", 2)), _cmdline(backup.info_argv("hub"))}
+            _cmdline(backup.verify_argv("hub", 2)), _cmdline(backup.info_argv("hub")),
+            _cmdline(walcheck.list_argv("hub", 2))}
     assert used == allowed
 
 

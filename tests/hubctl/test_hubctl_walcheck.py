@@ -216,3 +216,147 @@ def test_a_hole_only_in_older_history_is_logged_as_such_and_not_as_since_the_new
     assert 'hub_wal_archive_missing_segments{repo="1",since="newest_backup"} 0' in prom
     assert 'hub_wal_archive_missing_segments{repo="1",since="oldest_backup"} 1' in prom
     assert f"first_gap_since_oldest={seg(15)}" in out and "first_gap_since_newest" not in out
+
+
+def test_two_repositories_with_holes_wait_once_not_twice(tmp_path, capsys):
+    holed = listing(set(range(10, 20)) - {14})
+    rc, prom, out, calls, slept = run(tmp_path, capsys, two_repos, {1: [holed], 2: [holed]},
+                                      "--settle-seconds", "5")
+    assert rc == jobs.EXIT_ATTENTION and slept == [5.0] and calls == {1: 2, 2: 2}
+    assert 'hub_wal_archive_missing_segments{repo="2",since="newest_backup"} 1' in prom
+
+
+def test_a_second_listing_that_fails_marks_that_repository_down(tmp_path, capsys):
+    holed = listing(set(range(10, 20)) - {14})
+    rc, prom, out, calls, slept = run(tmp_path, capsys, two_repos,
+                                      {1: [holed, walcheck.WalCheckError("repo-ls exited 104")],
+                                       2: [listing(range(10, 20))]})
+    assert rc == jobs.EXIT_FAILED
+    assert 'hub_wal_check_up{repo="1"} 0' in prom and 'repo="1",since' not in prom
+    assert "exited 104" in out
+
+
+# --------------------------------------------------------------------------- repair
+
+class FakeJobs:
+    """run_job as wal-check calls it: records each call and what hub_wal.prom said then."""
+
+    def __init__(self, textfile, rc=0):
+        self.textfile, self.rc, self.calls = textfile, rc, []
+
+    def __call__(self, name, cfg, today, dry_run, body, argv=None):
+        self.calls.append({"name": name, "argv": argv, "dry_run": dry_run,
+                           "prom": self.textfile.read_text()})
+        return self.rc
+
+
+def repair_run(tmp_path, capsys, listings, *extra, rc=0, now=1_000_000.0, archiving=None,
+               infos=two_repos):
+    import types
+    textfile = tmp_path / "hub_wal.prom"
+    fake = FakeJobs(textfile, rc)
+    cfg = types.SimpleNamespace(jobs=types.SimpleNamespace(lock_dir=str(tmp_path / "lock")))
+    calls = {1: 0, 2: 0}
+
+    def lister(stanza, repo):
+        answers = listings[repo]
+        calls[repo] += 1
+        return answers[min(calls[repo] - 1, len(answers) - 1)]
+
+    args = cli.build_parser().parse_args(["wal-check", "--textfile", str(textfile), *extra])
+    walcheck.validate(args, None)
+    code = walcheck.run(args, cfg, None, read_info=lambda s: infos(), lister=lister,
+                        sleep=lambda s: None, run_job=fake, clock=lambda: now,
+                        archiving=lambda cfg: archiving)
+    return code, fake.calls, capsys.readouterr().out
+
+
+HOLED = listing(set(range(10, 20)) - {14, 15})
+WHOLE = listing(range(10, 20))
+
+
+def test_a_hole_since_the_newest_backup_is_repaired_by_the_hosts_full_backup_after_the_file_says_so(tmp_path, capsys):
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1")
+    assert [c["name"] for c in calls] == ["backup-full"]
+    # The hole was in the textfile before the backup started: the alert fires regardless.
+    assert 'hub_wal_archive_missing_segments{repo="1",since="newest_backup"} 2' in calls[0]["prom"]
+    assert calls[0]["argv"][:3] == ["wal-check", "--repair-repo", "1"]
+    assert "step=repair repo=1 backup_job=backup-full outcome=started" in out
+    assert "exit=0 outcome=ok" in out
+    assert rc == jobs.EXIT_ATTENTION
+    assert not (tmp_path / walcheck.REPAIR_STATE).exists() or \
+        "1" not in walcheck.read_repair_state(str(tmp_path / walcheck.REPAIR_STATE))
+
+
+def test_the_offsite_host_repairs_repo2_with_its_offsite_backup(tmp_path, capsys):
+    rc, calls, out = repair_run(tmp_path, capsys, {2: [HOLED]}, "--repo", "2", "--repair-repo", "2")
+    assert [c["name"] for c in calls] == ["backup-offsite"]
+
+
+def test_no_hole_no_repair_and_no_line(tmp_path, capsys):
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [WHOLE], 2: [WHOLE]}, "--repair-repo", "1")
+    assert rc == jobs.EXIT_OK and calls == [] and "step=repair" not in out
+
+
+def test_a_hole_only_in_the_other_repository_is_not_this_hosts_to_repair(tmp_path, capsys):
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [WHOLE], 2: [HOLED]}, "--repair-repo", "1")
+    assert rc == jobs.EXIT_ATTENTION and calls == []
+
+
+def test_no_repair_while_archiving_is_failing(tmp_path, capsys):
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1",
+                                archiving="WAL archiving is failing: 0000000100000000000000FF")
+    assert calls == [] and "outcome=skipped" in out and "archiving has not resumed" in out
+    assert rc == jobs.EXIT_ATTENTION
+
+
+def test_no_repair_while_no_segment_after_the_hole_is_held(tmp_path, capsys):
+    """The newest backup's own last segments missing: nothing after the hole arrived yet."""
+    def newest_stops_late():
+        return info(backup_entry(1, 10, 21, 100, "r1"), backup_entry(2, 10, 10, 100, "r2"))
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [listing(range(10, 20))], 2: [WHOLE]},
+                                "--repair-repo", "1", infos=newest_stops_late)
+    assert calls == [] and "no segment after it is held yet" in out
+
+
+def test_a_failed_repair_is_exit_1_recorded_and_not_tried_again_before_the_retry_time(tmp_path, capsys):
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1",
+                                rc=jobs.EXIT_FAILED, now=1_000_000.0)
+    assert rc == jobs.EXIT_FAILED and len(calls) == 1 and "outcome=failed" in out
+    state = walcheck.read_repair_state(str(tmp_path / walcheck.REPAIR_STATE))
+    assert state["1"]["failed_at"] == 1_000_000.0
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1",
+                                now=1_000_000.0 + 5 * 3600)
+    assert calls == [] and "the last repairing backup failed" in out and rc == jobs.EXIT_ATTENTION
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1",
+                                now=1_000_000.0 + 6 * 3600 + 1)
+    assert len(calls) == 1
+    assert "1" not in walcheck.read_repair_state(str(tmp_path / walcheck.REPAIR_STATE))
+
+
+def test_no_repair_while_another_job_holds_the_lock(tmp_path, capsys):
+    holder = jobs.JobLock(str(tmp_path / "lock"))
+    assert holder.acquire("backup-full")
+    try:
+        rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1")
+    finally:
+        holder.release()
+    assert calls == [] and "another job holds the lock" in out and "job=backup-full" in out
+
+
+def test_a_dry_run_says_what_it_would_repair_and_records_nothing(tmp_path, capsys):
+    rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--dry-run", "--repair-repo", "1")
+    assert len(calls) == 1 and calls[0]["dry_run"] is True
+    assert not (tmp_path / walcheck.REPAIR_STATE).exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--repair-repo", "3"], "--repair-repo 3"),
+    (["--repo", "1", "--repair-repo", "2"], "--repair-repo 2"),
+    (["--repair-retry-hours", "0"], "--repair-retry-hours"),
+])
+def test_bad_repair_input_is_exit_2(extra, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["wal-check", "--textfile", str(tmp_path / "hub_wal.prom"), *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

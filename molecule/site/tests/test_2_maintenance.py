@@ -30,7 +30,7 @@ def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
         " >> /var/log/hub/metrics.log 2>&1")
     assert jobs["wal-check"][:6] == ["*/15", "*", "*", "*", "*", "hubmaint"]
     assert jobs["wal-check"][6] == (
-        "/usr/local/bin/hubctl wal-check --textfile /var/lib/hub/metrics/hub_wal.prom --stanza hub"
+        "/usr/local/bin/hubctl wal-check --textfile /var/lib/hub/metrics/hub_wal.prom --stanza hub --repair-repo 1"
         " >> /var/log/hub/wal-check.log 2>&1")
     assert host.service("cron").is_running and host.service("cron").is_enabled
 

@@ -85,6 +85,13 @@ def test_cron_runs_the_backup_schedule(hub, offsite):
     on_offsite = entries(offsite)
     assert on_offsite["offsite"][:6] == ["0", "6", "1", "*", "*", "hubmaint"]
     assert on_offsite["verify"][:6] == ["0", "6", "*", "*", "4", "hubmaint"]
+    assert on_offsite["offsite"][6] == ("/usr/local/bin/hubctl backup offsite --stanza hub "
+                                        ">> /var/log/hub/backup-offsite.log 2>&1")
+    # The off-site host checks repo2's archive itself and repairs a hole with a new off-site full.
+    walcheck = [f for f in on_offsite.values() if f[6].startswith("/usr/local/bin/hubctl wal-check ")]
+    assert len(walcheck) == 1 and walcheck[0][:6] == ["*/30", "*", "*", "*", "*", "hubmaint"], walcheck
+    assert walcheck[0][6] == ("/usr/local/bin/hubctl wal-check --repo 2 --repair-repo 2 --textfile "
+                              "/var/lib/hub/wal-check/hub_wal.prom --stanza hub >> /var/log/hub/wal-check.log 2>&1")
 
 
 def test_stanza_exists_in_both_repositories(hub):
@@ -335,13 +342,20 @@ def test_offsite_host_down_hub_keeps_writing_alerts_and_catches_up(hub, offsite)
     assert not missing, f"repo1 lacks {len(missing)} segments between {first} and {last}"
 
 
-def wal_gaps(hub, expect_rc: int) -> dict:
-    """hubctl wal-check's cron line now: {(repo, since): missing segments} from hub_wal.prom."""
-    result = run_cron_now(hub, "wal-check")
+def wal_gaps(host, expect_rc: int, cron_file: str = "/etc/cron.d/hub-maintenance",
+             textfile: str = "/var/lib/hub/metrics/hub_wal.prom"):
+    """hubctl wal-check's cron line now: ({(repo, since): missing segments} from its textfile,
+    its output)."""
+    result = run_cron_now(host, "wal-check", cron_file)
     assert result.rc == expect_rc, result.stdout + result.stderr
-    prom = hub.file("/var/lib/hub/metrics/hub_wal.prom").content_string
+    prom = host.file(textfile).content_string
     found = re.findall(r'^hub_wal_archive_missing_segments\{repo="(\d+)",since="(\w+)"\} (\d+)$', prom, re.M)
-    return {(repo, since): int(n) for repo, since, n in found}
+    return {(repo, since): int(n) for repo, since, n in found}, result.stdout
+
+
+def backup_runs(hub, job_name: str) -> list[str]:
+    return psql(hub, f"SELECT id || ' ' || outcome || ' ' || coalesce(detail->>'argv', '') FROM hub_job_runs "
+                     f"WHERE job = '{job_name}' ORDER BY id").splitlines()
 
 
 def test_past_the_queue_limit_wal_is_dropped_so_pg_wal_stays_bounded(hub, offsite):
@@ -383,16 +397,28 @@ def test_past_the_queue_limit_wal_is_dropped_so_pg_wal_stays_bounded(hub, offsit
             break
         time.sleep(1)
     assert (wal_max(hub, 2) or "")[-24:] >= segment, "repo2 did not receive WAL after the host came back"
-    # pgBackRest reports both archives healthy, but each has the hole: hubctl wal-check finds it
-    # (HubWalArchiveGap; test_2_monitoring.py follows that alert to the receiver).
-    before = wal_gaps(hub, expect_rc=3)
+    # pgBackRest reports both archives healthy, but each has the hole: the hub's hubctl wal-check
+    # finds it (HubWalArchiveGap; test_2_monitoring.py follows that alert to the receiver), and,
+    # archiving having resumed, repairs repo1 itself with a new full backup, recorded as a run.
+    fulls = backup_runs(hub, "backup-full")
+    before, out = wal_gaps(hub, expect_rc=3)
     assert before[("1", "newest_backup")] > 0 and before[("2", "newest_backup")] > 0, before
-    for host, kind in ((hub, "full"), (offsite, "offsite")):
-        result = job(host, f"backup {kind}")
-        assert result.rc == 0, result.stdout + result.stderr
+    assert "step=repair repo=1 backup_job=backup-full outcome=started" in out, out
+    repaired = backup_runs(hub, "backup-full")[len(fulls):]
+    assert len(repaired) == 1 and " ok " in repaired[0] and "--repair-repo" in repaired[0], repaired
+    # repo2 is the off-site host's to back up: its own wal-check finds the hole and takes the
+    # off-site full.
+    offsites = backup_runs(hub, "backup-offsite")
+    seen, out = wal_gaps(offsite, 3, "/etc/cron.d/hub-backup", "/var/lib/hub/wal-check/hub_wal.prom")
+    assert seen[("2", "newest_backup")] == before[("2", "newest_backup")], (seen, before)
+    assert "step=repair repo=2 backup_job=backup-offsite outcome=started" in out, out
+    repaired = backup_runs(hub, "backup-offsite")[len(offsites):]
+    assert len(repaired) == 1 and " ok " in repaired[0], repaired
     # The new fulls start after the hole: a restore from either replays again. The hole stays in
-    # the older history, which the oldest backups' restores still meet, until retention.
-    after = wal_gaps(hub, expect_rc=3)
+    # the older history, which the oldest backups' restores still meet, until retention; a
+    # check now repairs nothing more.
+    after, out = wal_gaps(hub, expect_rc=3)
+    assert "step=repair" not in out, out
     assert after[("1", "newest_backup")] == 0 and after[("2", "newest_backup")] == 0, after
     assert after[("1", "oldest_backup")] >= before[("1", "newest_backup")], after
 
