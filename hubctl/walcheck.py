@@ -46,7 +46,7 @@ import re
 import time
 
 from hubctl import backup, db, jobs
-from hubctl.metrics import Metrics, render, write_atomic
+from hubctl.metrics import Metrics, read_state, render, write_atomic
 
 DEFAULT_TEXTFILE = "/var/lib/hub/metrics/hub_wal.prom"
 DEFAULT_SETTLE_SECONDS = 30.0
@@ -348,15 +348,6 @@ def repair_state_path(textfile: str) -> str:
     return os.path.join(os.path.dirname(textfile), REPAIR_STATE)
 
 
-def read_repair_state(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def why_not_repair(result: dict, archiving: str | None, failed_at: float | None, now: float,
                    retry_hours: float, lock_holder: str | None) -> str | None:
     """Why a repository with a hole since its newest backup gets no backup now, or None to
@@ -416,7 +407,7 @@ def repair(args, cfg, today, repo: int, result: dict, log: jobs.Logger, run_job,
     alert on failure. False when it ran and failed."""
     name, kind = REPAIR_JOBS[repo]
     state_path = repair_state_path(args.textfile)
-    state = read_repair_state(state_path)
+    state = read_state(state_path)
     failed_at = (state.get(str(repo)) or {}).get("failed_at")
     holes = result["gaps"]["newest_backup"]
     reason = why_not_repair(result, archiving(cfg) if holes else None, failed_at, clock(),

@@ -285,7 +285,7 @@ def test_a_hole_since_the_newest_backup_is_repaired_by_the_hosts_full_backup_aft
     assert "exit=0 outcome=ok" in out
     assert rc == jobs.EXIT_ATTENTION
     assert not (tmp_path / walcheck.REPAIR_STATE).exists() or \
-        "1" not in walcheck.read_repair_state(str(tmp_path / walcheck.REPAIR_STATE))
+        "1" not in walcheck.read_state(str(tmp_path / walcheck.REPAIR_STATE))
 
 
 def test_the_offsite_host_repairs_repo2_with_its_offsite_backup(tmp_path, capsys):
@@ -323,7 +323,7 @@ def test_a_failed_repair_is_exit_1_recorded_and_not_tried_again_before_the_retry
     rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1",
                                 rc=jobs.EXIT_FAILED, now=1_000_000.0)
     assert rc == jobs.EXIT_FAILED and len(calls) == 1 and "outcome=failed" in out
-    state = walcheck.read_repair_state(str(tmp_path / walcheck.REPAIR_STATE))
+    state = walcheck.read_state(str(tmp_path / walcheck.REPAIR_STATE))
     assert state["1"]["failed_at"] == 1_000_000.0
     rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1",
                                 now=1_000_000.0 + 5 * 3600)
@@ -331,7 +331,7 @@ def test_a_failed_repair_is_exit_1_recorded_and_not_tried_again_before_the_retry
     rc, calls, out = repair_run(tmp_path, capsys, {1: [HOLED], 2: [WHOLE]}, "--repair-repo", "1",
                                 now=1_000_000.0 + 6 * 3600 + 1)
     assert len(calls) == 1
-    assert "1" not in walcheck.read_repair_state(str(tmp_path / walcheck.REPAIR_STATE))
+    assert "1" not in walcheck.read_state(str(tmp_path / walcheck.REPAIR_STATE))
 
 
 def test_no_repair_while_another_job_holds_the_lock(tmp_path, capsys):
