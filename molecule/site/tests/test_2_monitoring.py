@@ -213,16 +213,23 @@ def test_a_statement_of_one_and_a_half_seconds_gives_the_slow_query_alert(receiv
     slow statement of the last 10 minutes, a daily run's say, may have fired it already: then
     Alertmanager sent it then, and again only after repeat_interval.)"""
     monitor, hub = receiver, host_of("hub_db")
-    psql(hub, "SELECT pg_sleep(1.5)")
-    metrics_now(hub)
-    assert samples(hub)["hub_statement_slowest_seconds"] >= 1.5
-    deadline = time.time() + 60
-    while True:
-        firing = [a for a in api(monitor, "/api/v1/alerts")["data"]["alerts"]
-                  if a["labels"]["alertname"] == "HubSlowQuery" and a["state"] == "firing"]
-        if (firing and float(firing[0]["value"]) >= 1.5) or time.time() > deadline:
+    # The file holds a statement only until the next run: when cron's minute run follows this
+    # one within a scrape interval, Prometheus never reads it (the likely cause of one failure
+    # on Debian 13, not confirmed). So up to three tries, each with a new slow statement; a real
+    # failure fails all three.
+    for _ in range(3):
+        psql(hub, "SELECT pg_sleep(1.5)")
+        metrics_now(hub)
+        assert samples(hub)["hub_statement_slowest_seconds"] >= 1.5
+        deadline = time.time() + 45
+        while True:
+            firing = [a for a in api(monitor, "/api/v1/alerts")["data"]["alerts"]
+                      if a["labels"]["alertname"] == "HubSlowQuery" and a["state"] == "firing"]
+            if (firing and float(firing[0]["value"]) >= 1.5) or time.time() > deadline:
+                break
+            time.sleep(2)
+        if firing and float(firing[0]["value"]) >= 1.5:
             break
-        time.sleep(2)
     assert firing and float(firing[0]["value"]) >= 1.5, firing
     # Delivered at some point since the receiver first started (Alertmanager retries a delivery
     # that failed, so one that fired before the receiver ran arrives too).

@@ -80,7 +80,8 @@ def test_cron_runs_the_backup_schedule(hub, offsite):
     assert on_hub["incr"][:6] == ["0", "1", "*", "*", "1-6", "hubmaint"]
     assert on_hub["full"][:6] == ["0", "4", "*", "*", "0", "hubmaint"]
     assert on_hub["verify"][:6] == ["0", "5", "*", "*", "3", "hubmaint"]
-    assert on_hub["full"][6] == ("/usr/local/bin/hubctl backup full --stanza hub "
+    # A scheduled backup waits up to 2 hours for a job holding the lock (pgbackrest_lock_wait_seconds).
+    assert on_hub["full"][6] == ("/usr/local/bin/hubctl backup full --stanza hub --wait 7200 "
                                  ">> /var/log/hub/backup-full.log 2>&1")
     on_offsite = entries(offsite)
     assert on_offsite["offsite"][:6] == ["0", "6", "1", "*", "*", "hubmaint"]
