@@ -30,8 +30,12 @@ role but its owner, in the move's own transaction; each run also takes them from
 partition that still has them (archived before this rule, or granted again by hand). The
 application cannot edit a month once archived, by the parent's name or the partition's.
 
-The checksum is the sum of the first 60 bits of md5(row) over the month's rows: independent of
-row order, so it needs no sort, and additive, so late rows extend it.
+The checksum is the sum of the first 60 bits of md5(ROW(columns)::text) over the month's rows:
+independent of row order, so it needs no sort, and additive, so late rows extend it. The
+columns are the partition's when the month is first counted, kept in the ledger
+(checksum_columns, migration 0010); every later count of the month (the read-back, late rows,
+cold export and restore, the drill) hashes the same columns, so a column added to the table
+afterwards changes none of them.
 """
 
 from __future__ import annotations
@@ -61,13 +65,52 @@ def _ident(sql, schema, name):
     return sql.Identifier(schema, name)
 
 
-def _count_and_checksum(cur, sql, relation, control, first, end):
+def checksum_expr(sql, alias: str, columns):
+    """The ledger's checksum over the rows of `alias`, each row hashed as ROW(columns)::text
+    (for a table's full column list, the same text as the whole row)."""
+    if not columns:
+        raise ValueError("a checksum needs at least one column")
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(alias, c) for c in columns))
+    return sql.SQL("coalesce(sum(('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint), 0)"
+                   ).format(row=row)
+
+
+def column_names(cur, schema: str, name: str) -> list:
+    """A table's column names, in their order (dropped columns left out)."""
+    cur.execute("""
+        SELECT a.attname FROM pg_catalog.pg_attribute a
+        WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum""", ('"{}"."{}"'.format(schema.replace('"', '""'),
+                                                  name.replace('"', '""')),))
+    return [r[0] for r in cur.fetchall()]
+
+
+def missing_columns(checksum_columns, present) -> list:
+    """The checksum's columns a relation no longer has (a column dropped or renamed)."""
+    have = set(present)
+    return [c for c in checksum_columns if c not in have]
+
+
+def _count_and_checksum(cur, sql, relation, control, first, end, columns):
     cur.execute(sql.SQL("""
-        SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)
+        SELECT count(*), {checksum}
         FROM ONLY {rel} AS t WHERE {col} >= %s AND {col} < %s""").format(
-        rel=relation, col=sql.Identifier(control)), (first, end))
+        checksum=checksum_expr(sql, "t", columns), rel=relation, col=sql.Identifier(control)),
+        (first, end))
     count, checksum = cur.fetchone()
     return int(count), str(checksum)
+
+
+def ledger_columns(cur, sql, table: str, month) -> list:
+    """The columns the ledger's checksum of a month covers."""
+    cur.execute(sql.SQL("SELECT checksum_columns FROM {ledger} WHERE parent_table = %s "
+                        "AND month = %s").format(ledger=sql.Identifier(*LEDGER.split("."))),
+                (table, month))
+    row = cur.fetchone()
+    if row is None or not row[0]:
+        raise JobAbort(f"hub_archived_partitions has no checksum columns for {table} {month}: "
+                       "apply the schema migrations (0010)")
+    return list(row[0])
 
 
 def run(job: Job) -> None:
@@ -147,7 +190,9 @@ def _archive_month_once(job: Job, st, t: LiveTable, month: _dt.date, partition: 
     part = _ident(sql, t.schema, partition)
     check = f"{partition}_archive_bounds"
     with db.transaction(conn) as cur:
-        count, checksum = _count_and_checksum(cur, sql, part, t.control, month, end)
+        # The month's shape now: the columns every later count of this month hashes.
+        columns = column_names(cur, t.schema, partition)
+        count, checksum = _count_and_checksum(cur, sql, part, t.control, month, end, columns)
     st.set(checksum=checksum)
     st.rows = count
     if job.dry_run:
@@ -155,14 +200,16 @@ def _archive_month_once(job: Job, st, t: LiveTable, month: _dt.date, partition: 
         return
     with db.transaction(conn) as cur:
         cur.execute(sql.SQL("""
-            INSERT INTO {ledger} (parent_table, month, partition_name, row_count, checksum, state)
-            VALUES (%s, %s, %s, %s, %s, 'live')
+            INSERT INTO {ledger} (parent_table, month, partition_name, row_count, checksum,
+                                  checksum_columns, state)
+            VALUES (%s, %s, %s, %s, %s, %s, 'live')
             ON CONFLICT (parent_table, month) DO UPDATE
             SET partition_name = EXCLUDED.partition_name, row_count = EXCLUDED.row_count,
-                checksum = EXCLUDED.checksum, recorded_at = now()
+                checksum = EXCLUDED.checksum, checksum_columns = EXCLUDED.checksum_columns,
+                recorded_at = now()
             WHERE {ledger}.state = 'live'""").format(
             ledger=sql.Identifier(*LEDGER.split("."))),
-            (t.name, month, partition, count, checksum))
+            (t.name, month, partition, count, checksum, columns))
     with db.transaction(conn) as cur:
         cur.execute("SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) "
                     "AND conname = %s AND convalidated",
@@ -205,7 +252,14 @@ def verify_moved(job: Job, st, t: LiveTable, month: _dt.date, partition: str) ->
     from psycopg2 import sql
     part = _ident(sql, t.schema, partition)
     with db.transaction(job.conn) as cur:
-        count, checksum = _count_and_checksum(cur, sql, part, t.control, month, add_months(month, 1))
+        columns = ledger_columns(cur, sql, t.name, month)
+        gone = missing_columns(columns, column_names(cur, t.schema, partition))
+        if gone:
+            raise JobAbort(f"{partition} no longer has {', '.join(gone)}, which its ledger "
+                           "checksum covers: a migration dropped or renamed a column of an "
+                           "archived month (docs/schema.md)")
+        count, checksum = _count_and_checksum(cur, sql, part, t.control, month,
+                                              add_months(month, 1), columns)
         cur.execute(sql.SQL("UPDATE {ledger} SET row_count = %s, checksum = %s, "
                             "verified_at = now() WHERE parent_table = %s AND month = %s").format(
             ledger=sql.Identifier(*LEDGER.split("."))), (count, checksum, t.name, month))
@@ -259,16 +313,26 @@ def move_late_rows(job: Job, t: LiveTable, default: str | None) -> None:
                 st.set(would="move to " + t.name + "_archive")
                 continue
             with db.transaction(conn) as cur:
+                covered = ledger_columns(cur, sql, t.name, month)
+                live_columns = column_names(cur, t.schema, default)
+                gone = (missing_columns(live_columns, column_names(cur, t.schema,
+                                                                   t.name + "_archive"))
+                        or missing_columns(covered, live_columns))
+                if gone:
+                    raise JobAbort(f"{t.name} and {t.name}_archive differ in "
+                                   f"{', '.join(gone)}: a migration must change a live table "
+                                   "and its archive twin alike (0002); nothing moved")
+                cols = sql.SQL(", ").join(sql.Identifier(c) for c in live_columns)
                 cur.execute(sql.SQL("""
                     WITH moved AS (
                         DELETE FROM ONLY {d} WHERE {col} >= %s AND {col} < %s RETURNING *
                     ), stored AS (
-                        INSERT INTO {arch} SELECT * FROM moved RETURNING 1
+                        INSERT INTO {arch} ({cols}) SELECT {cols} FROM moved RETURNING 1
                     )
-                    SELECT (SELECT count(*) FROM stored), count(*),
-                           coalesce(sum(('x' || substr(md5(moved::text), 1, 15))::bit(60)::bigint), 0)
+                    SELECT (SELECT count(*) FROM stored), count(*), {checksum}
                     FROM moved""").format(
-                    d=dflt, col=sql.Identifier(t.control),
+                    d=dflt, col=sql.Identifier(t.control), cols=cols,
+                    checksum=checksum_expr(sql, "moved", covered),
                     arch=_ident(sql, t.schema, t.name + "_archive")), (month, end))
                 stored, count, checksum = cur.fetchone()
                 if stored != count:

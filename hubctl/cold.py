@@ -28,10 +28,12 @@ constraints and indexes), after checking the file's sha256 against the ledger an
 and commits only if the rows loaded have the ledger's count and checksum. An existing restored
 table is never replaced: it must be dropped first.
 
-The checksum is the archive's (archive.py): the sum of the first 60 bits of md5(row::text).
-The text of a row depends on the session's TimeZone and DateStyle (timestamptz columns); the
-manifest records both and restore computes the checksum under them. Rows are checksummed as
-ROW(columns in the partition's order), which has the same text as the whole row.
+The checksum is the archive's (archive.py): the sum of the first 60 bits of md5 of each row's
+text, the row taken as ROW(checksum_columns), the columns the ledger names for the month. The
+file holds every column the partition has when it is exported (a column added after the month
+was archived included); the checksum covers the ledger's. The text of a row depends on the
+session's TimeZone and DateStyle (timestamptz columns); the manifest records both and restore
+computes the checksum under them.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import subprocess
 import tempfile
 
 from hubctl import __version__, db
-from hubctl.archive import LEDGER, cutoff
+from hubctl.archive import LEDGER, checksum_expr, cutoff, missing_columns
 from hubctl.dates import add_months, month_label
 from hubctl.jobs import DRY_RUN, Job, JobAbort, now_iso
 from hubctl.partitions import LiveTable, managed_tables, read_partitions
@@ -64,7 +66,7 @@ MANIFEST_FORMAT = "hub-cold/1"
 # docs/performance.md): 49 MB in 1.1 s; levels 6 to 12 save at most 2 % for 2 to 11 times the
 # time, level 19 saves 12 % for 200 s. Random UUIDs and timestamps are most of the bytes.
 ZSTD_LEVEL = 3
-CHECKSUM_SQL = "sum(('x' || substr(md5(row::text), 1, 15))::bit(60)::bigint)"
+CHECKSUM_SQL = "sum(('x' || substr(md5(ROW(checksum_columns)::text), 1, 15))::bit(60)::bigint)"
 
 _MONTH_RE = re.compile(r"^(\d{4})-(\d{2})$")
 # Table names become file names: nothing but lower-case letters, digits and underscores.
@@ -172,7 +174,7 @@ def restored_name(table: str, month: _dt.date) -> str:
 def build_manifest(*, table: str, month: _dt.date, partition: str, control: str,
                    columns: list, row_count: int, checksum: int, sha256: str, size: int,
                    server_version: str, timezone: str, datestyle: str, exported_at: str,
-                   file_name: str) -> dict:
+                   file_name: str, checksum_columns: list) -> dict:
     """What a person or a later tool needs to read the file without the database."""
     return {
         "format": MANIFEST_FORMAT,
@@ -186,7 +188,8 @@ def build_manifest(*, table: str, month: _dt.date, partition: str, control: str,
         "columns": [{"name": n, "type": t, "not_null": bool(nn)} for n, t, nn in columns],
         "row_count": int(row_count),
         "checksum": str(checksum),
-        "checksum_sql": CHECKSUM_SQL + " over ROW(columns)",
+        "checksum_columns": list(checksum_columns),
+        "checksum_sql": CHECKSUM_SQL,
         "timezone": timezone,
         "datestyle": datestyle,
         "sha256": sha256,
@@ -199,8 +202,9 @@ def build_manifest(*, table: str, month: _dt.date, partition: str, control: str,
 
 def manifest_problems(manifest: dict, *, table: str, month: _dt.date, row_count: int,
                       checksum: int, sha256: str | None = None,
-                      size: int | None = None) -> list:
-    """How a manifest disagrees with what it should describe (empty if it agrees)."""
+                      size: int | None = None, checksum_columns: list | None = None) -> list:
+    """How a manifest disagrees with what it should describe (empty if it agrees). A manifest
+    written before the ledger named its checksum columns has none to compare."""
     if not isinstance(manifest, dict):
         return ["it is not a JSON object"]
     problems = []
@@ -210,6 +214,8 @@ def manifest_problems(manifest: dict, *, table: str, month: _dt.date, row_count:
         expected["sha256"] = sha256
     if size is not None:
         expected["bytes"] = int(size)
+    if checksum_columns is not None and "checksum_columns" in manifest:
+        expected["checksum_columns"] = list(checksum_columns)
     for key, value in expected.items():
         if manifest.get(key) != value:
             problems.append(f"{key} is {manifest.get(key)!r}, expected {value!r}")
@@ -297,18 +303,11 @@ def _stderr_text(fh) -> str:
 
 # --------------------------------------------------------------------------- database parts
 
-def _checksum_query(sql, relation, columns):
-    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier("t", c) for c in columns))
-    return sql.SQL(
-        "SELECT count(*), "
-        "coalesce(sum(('x' || substr(md5({row}::text), 1, 15))::bit(60)::bigint), 0) "
-        "FROM ONLY {rel} AS t").format(row=row, rel=relation)
-
-
 def count_and_checksum(cur, relation, columns) -> tuple[int, int]:
     """Row count and the archive's checksum of a whole relation, rows as ROW(columns)."""
     from psycopg2 import sql
-    cur.execute(_checksum_query(sql, relation, columns))
+    cur.execute(sql.SQL("SELECT count(*), {checksum} FROM ONLY {rel} AS t").format(
+        checksum=checksum_expr(sql, "t", columns), rel=relation))
     count, checksum = cur.fetchone()
     return int(count), int(checksum)
 
@@ -340,19 +339,20 @@ class LedgerRow:
     cold_bytes: int | None
     cold_sha256: str | None
     verified: bool          # count and checksum read back from the archive (verified_at)
+    checksum_columns: tuple = ()    # the columns the checksum covers (migration 0010)
 
 
 def ledger_row(cur, table: str, month: _dt.date) -> LedgerRow | None:
     from psycopg2 import sql
     cur.execute(sql.SQL("""
         SELECT partition_name, row_count, checksum, state, cold_path, cold_bytes, cold_sha256,
-               verified_at IS NOT NULL
+               verified_at IS NOT NULL, checksum_columns
         FROM {ledger} WHERE parent_table = %s AND month = %s""").format(
         ledger=sql.Identifier(*LEDGER.split("."))), (table, month))
     r = cur.fetchone()
     if r is None:
         return None
-    return LedgerRow(r[0], int(r[1]), int(r[2]), r[3], r[4], r[5], r[6], r[7])
+    return LedgerRow(r[0], int(r[1]), int(r[2]), r[3], r[4], r[5], r[6], r[7], tuple(r[8]))
 
 
 def ledger_states(cur, table: str) -> dict:
@@ -438,16 +438,17 @@ def write_file(conn, zstd: str, relation, columns, path: str) -> None:
 
 
 def verify_file(conn, zstd: str, path: str, like, columns, expected: tuple[int, int],
-                what: str) -> None:
-    """Read the file back into a TEMP table shaped like `like` and compare count and checksum
-    with expected (the ledger's); ColdError if they differ."""
+                what: str, checksum_columns) -> None:
+    """Read the file (its columns: `columns`) back into a TEMP table shaped like `like` and
+    compare count and checksum over checksum_columns with expected (the ledger's); ColdError if
+    they differ."""
     from psycopg2 import sql
     with db.transaction(conn) as cur:
         cur.execute(sql.SQL("CREATE TEMP TABLE hub_cold_check (LIKE {like}) ON COMMIT DROP")
                     .format(like=like))
         tmp = sql.Identifier("hub_cold_check")
         load_file(cur, zstd, path, tmp, columns)
-        found = count_and_checksum(cur, tmp, columns)
+        found = count_and_checksum(cur, tmp, checksum_columns)
     if found != tuple(expected):
         raise ColdError(f"{what} {path} does not match the ledger: it holds {found[0]} rows "
                         f"(checksum {found[1]}), the ledger says {expected[0]} "
@@ -549,6 +550,12 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
             columns = table_columns(cur, t.schema, partition)
             server_version, timezone, datestyle = session_formats(cur)
         names = [c[0] for c in columns]
+        covered = list(row.checksum_columns)
+        gone = missing_columns(covered, names)
+        if gone:
+            raise ColdError(f"{partition} no longer has {', '.join(gone)}, which its ledger "
+                            "checksum covers: a migration dropped or renamed a column of an "
+                            "archived month; nothing exported (docs/schema.md)")
         expected = (row.row_count, row.checksum)
         st.rows = row.row_count
         st.set(file=paths.data)
@@ -563,7 +570,8 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
         if os.path.exists(paths.data):
             # An earlier run stopped after the rename: the file is kept only if it verifies.
             try:
-                verify_file(conn, zstd, paths.data, part, names, expected, "existing file")
+                verify_file(conn, zstd, paths.data, part, names, expected, "existing file",
+                            covered)
             except ColdError as exc:
                 raise ColdError(f"{exc}; it is not overwritten: move {paths.data} and "
                                 f"{paths.manifest} away (or find out why) and run again") from None
@@ -572,7 +580,7 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
                 manifest = read_manifest(paths.manifest)
                 problems = manifest_problems(manifest, table=t.name, month=month,
                                              row_count=row.row_count, checksum=row.checksum,
-                                             sha256=sha256, size=size)
+                                             sha256=sha256, size=size, checksum_columns=covered)
                 if problems:
                     raise ColdError(f"manifest {paths.manifest} does not describe "
                                     f"{paths.data}: {'; '.join(problems)}; move both away "
@@ -585,7 +593,7 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
                     columns=columns, row_count=row.row_count, checksum=row.checksum,
                     sha256=sha256, size=size, server_version=server_version,
                     timezone=timezone, datestyle=datestyle, exported_at=exported_at,
-                    file_name=os.path.basename(paths.data)))
+                    file_name=os.path.basename(paths.data), checksum_columns=covered))
                 os.rename(paths.manifest_tmp, paths.manifest)
                 fsync_dir(paths.dir)
             st.set(file_state="reused")
@@ -601,7 +609,8 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
                 remove_quietly(paths.data_tmp)
                 raise
             try:
-                verify_file(conn, zstd, paths.data_tmp, part, names, expected, "new file")
+                verify_file(conn, zstd, paths.data_tmp, part, names, expected, "new file",
+                            covered)
             except ColdError as exc:
                 raise ColdError(f"{exc}; nothing was dropped: the month itself may differ from "
                                 "its ledger row (written to after the archive?); the file is "
@@ -612,18 +621,18 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
                 columns=columns, row_count=row.row_count, checksum=row.checksum,
                 sha256=sha256, size=size, server_version=server_version, timezone=timezone,
                 datestyle=datestyle, exported_at=exported_at,
-                file_name=os.path.basename(paths.data)))
+                file_name=os.path.basename(paths.data), checksum_columns=covered))
             os.rename(paths.data_tmp, paths.data)
             os.rename(paths.manifest_tmp, paths.manifest)
             fsync_dir(paths.dir)
             st.set(file_state="written")
         st.set(bytes=size, sha256=sha256)
         db.retry_on_lock_timeout(st, lambda: _drop_once(
-            job, t, month, partition, names, expected, paths, size, sha256, exported_at))
+            job, t, month, partition, covered, expected, paths, size, sha256, exported_at))
         st.set(dropped=partition)
 
 
-def _drop_once(job, t, month, partition, names, expected, paths, size, sha256,
+def _drop_once(job, t, month, partition, covered, expected, paths, size, sha256,
                exported_at) -> None:
     """Lock, count again, detach, drop, mark cold: one transaction, all or nothing."""
     from psycopg2 import sql
@@ -632,7 +641,7 @@ def _drop_once(job, t, month, partition, names, expected, paths, size, sha256,
         # SHARE: no one writes to the month from here to the commit; readers go on until the
         # DETACH below takes its short exclusive lock.
         cur.execute(sql.SQL("LOCK TABLE {part} IN SHARE MODE").format(part=part))
-        now = count_and_checksum(cur, part, names)
+        now = count_and_checksum(cur, part, covered)
         if now != tuple(expected):
             raise ColdError(f"{partition} changed since it was archived: {now[0]} rows "
                             f"(checksum {now[1]}), the ledger says {expected[0]} (checksum "
@@ -742,7 +751,8 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
             manifest = read_manifest(mpath)
             problems = manifest_problems(manifest, table=table, month=month,
                                          row_count=row.row_count, checksum=row.checksum,
-                                         sha256=sha256, size=size)
+                                         sha256=sha256, size=size,
+                                         checksum_columns=row.checksum_columns)
             if problems:
                 raise ColdError(f"manifest {mpath} does not match {path} and the "
                                 f"ledger: {'; '.join(problems)}; nothing restored")
@@ -757,6 +767,10 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
         if unknown:
             raise ColdError(f"{path} has columns {', '.join(unknown)} that {table}_archive no "
                             "longer has; restore it by hand (see its manifest)")
+        covered = list(row.checksum_columns)
+        if missing_columns(covered, names):
+            raise ColdError(f"{path} lacks {', '.join(missing_columns(covered, names))}, which "
+                            "the ledger's checksum covers; nothing restored")
         st.rows = row.row_count
         if job.dry_run:
             st.set(would=f"create {qualified} and load {row.row_count} rows")
@@ -774,7 +788,7 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
                         "set_config('DateStyle', %s, true)", (timezone, datestyle))
             # FREEZE: the table is new in this transaction, so its rows need no later freeze.
             load_file(cur, zstd, path, rel, names, freeze=True)
-            found = count_and_checksum(cur, rel, names)
+            found = count_and_checksum(cur, rel, covered)
             if found != (row.row_count, row.checksum):
                 raise ColdError(f"{path} loaded {found[0]} rows (checksum {found[1]}), the "
                                 f"ledger says {row.row_count} (checksum {row.checksum}); "

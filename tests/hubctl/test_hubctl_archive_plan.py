@@ -2,6 +2,8 @@
 
 import datetime as dt
 
+import pytest
+
 from hubctl.archive import cutoff, months_to_archive
 
 D = dt.date
@@ -24,3 +26,22 @@ def test_several_old_months_leave_oldest_first():
 
 def test_nothing_leaves_with_a_longer_limit():
     assert months_to_archive([D(2026, 7, 1)], D(2026, 11, 26), 365) == []
+
+
+
+def test_the_checksum_hashes_the_named_columns_of_the_alias_in_their_order():
+    from psycopg2 import sql
+
+    from hubctl.archive import checksum_expr
+    text = repr(checksum_expr(sql, "moved", ["work_date", "allocation_key"]))
+    first = text.index("Identifier('moved', 'work_date')")
+    assert text.index("Identifier('moved', 'allocation_key')") > first
+    assert "md5" in text and "bit(60)" in text
+    with pytest.raises(ValueError):
+        checksum_expr(sql, "t", [])
+
+
+def test_missing_columns_names_what_a_relation_no_longer_has():
+    from hubctl.archive import missing_columns
+    assert missing_columns(["a", "b", "c"], ["c", "a", "d"]) == ["b"]
+    assert missing_columns(["a"], ["a", "priority"]) == []

@@ -110,7 +110,8 @@ def _manifest(**over):
                 row_count=101, checksum=123456789012345678901, sha256="ab" * 32, size=4242,
                 server_version="17.6", timezone="Asia/Seoul", datestyle="ISO, MDY",
                 exported_at="2026-11-26T03:00:05+09:00",
-                file_name="v1_hub_work_allocations_2025-08.copy.zst")
+                file_name="v1_hub_work_allocations_2025-08.copy.zst",
+                checksum_columns=["allocation_key", "work_date"])
     args.update(over)
     return build_manifest(**args)
 
@@ -129,6 +130,9 @@ def test_manifest_says_what_the_file_is_without_the_database():
     assert m["server_version"] == "17.6" and m["timezone"] == "Asia/Seoul"
     assert m["exported_at"] == "2026-11-26T03:00:05+09:00"
     assert "COPY text" in m["content"] and "zstd" in m["content"]
+    # the file has three columns; the checksum covers the two the month had when archived
+    assert m["checksum_columns"] == ["allocation_key", "work_date"]
+    assert "checksum_columns" in m["checksum_sql"]
 
 
 def test_manifest_problems():
@@ -144,3 +148,17 @@ def test_manifest_problems():
         "month is '2025-08', expected '2025-09'"]
     assert manifest_problems({**m, "columns": []}, **good) == ["columns are missing or malformed"]
     assert manifest_problems([], **good) == ["it is not a JSON object"]
+
+
+def test_manifest_problems_compare_the_checksum_columns_when_the_manifest_has_them():
+    m = _manifest()
+    good = dict(table="v1_hub_work_allocations", month=D(2025, 8, 1), row_count=101,
+                checksum=123456789012345678901)
+    assert manifest_problems(m, **good, checksum_columns=("allocation_key", "work_date")) == []
+    assert manifest_problems(m, **good, checksum_columns=["allocation_key", "work_date",
+                                                          "finished_at"]) == [
+        "checksum_columns is ['allocation_key', 'work_date'], expected "
+        "['allocation_key', 'work_date', 'finished_at']"]
+    # A manifest written before migration 0010 names none: nothing to compare.
+    older = {k: v for k, v in m.items() if k != "checksum_columns"}
+    assert manifest_problems(older, **good, checksum_columns=["allocation_key"]) == []

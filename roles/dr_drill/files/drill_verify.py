@@ -19,8 +19,9 @@ could not even connect. Only Debian's python3 and python3-psycopg2 are needed. I
 a password.
 
 The archive ledger's checksum is hubctl's (hubctl/archive.py): the sum of the first 60 bits of
-md5 of each row's text, over the month's rows, in the server's TimeZone and DateStyle (the
-drill host is built with the hub's settings).
+md5 of each row's text, the row taken as ROW(checksum_columns), the columns the ledger names
+for the month (the whole row on a copy from before migration 0010), over the month's rows, in
+the server's TimeZone and DateStyle (the drill host is built with the hub's settings).
 """
 
 from __future__ import annotations
@@ -34,7 +35,15 @@ import sys
 import psycopg2
 from psycopg2 import sql
 
-CHECKSUM = "coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
+
+
+def checksum_sql(columns):
+    """hubctl's checksum over ROW(columns) of alias t; None: the whole row (before 0010)."""
+    row = (sql.SQL("t") if not columns else sql.SQL("ROW({})").format(
+        sql.SQL(", ").join(sql.Identifier("t", c) for c in columns)))
+    return sql.SQL("coalesce(sum(('x' || substr(md5({}::text), 1, 15))::bit(60)::bigint), 0)"
+                   ).format(row)
+
 BOUND_RE = re.compile(r"^FOR VALUES FROM \('([0-9]{4}-[0-9]{2}-[0-9]{2})[^']*'\) "
                       r"TO \('([0-9]{4}-[0-9]{2}-[0-9]{2})[^']*'\)$")
 FINDINGS_SHOWN = 20
@@ -192,12 +201,16 @@ def check_ledger(cur, rep, tables):
     for schema, name, control in tables or []:
         controls[name] = (schema, control)
         controls[f"{schema}.{name}"] = (schema, control)
+    named = one(cur, "SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = "
+                     "'public.hub_archived_partitions'::regclass AND attname = 'checksum_columns' "
+                     "AND NOT attisdropped")[0]
     rows = q(cur, """
         SELECT parent_table, month, partition_name, row_count, checksum, state,
-               verified_at IS NOT NULL
-        FROM public.hub_archived_partitions ORDER BY parent_table, month""")
+               verified_at IS NOT NULL, {}
+        FROM public.hub_archived_partitions ORDER BY parent_table, month""".format(
+        "checksum_columns" if named else "NULL::text[]"))
     checked, bad, unverified, cold = 0, [], [], 0
-    for parent, month, part, count, checksum, state, verified in rows:
+    for parent, month, part, count, checksum, state, verified, columns in rows:
         if state == "cold":
             cold += 1
             continue
@@ -211,9 +224,10 @@ def check_ledger(cur, rep, tables):
             bad.append(f"{schema}.{part}: missing (ledger: archived, {count} rows)")
             continue
         now_count, now_sum = one(cur, sql.SQL(
-            "SELECT count(*), " + CHECKSUM + " FROM ONLY {rel} AS t "
+            "SELECT count(*), {sum} FROM ONLY {rel} AS t "
             "WHERE {col} >= %s AND {col} < %s").format(
-                rel=sql.Identifier(schema, part), col=sql.Identifier(control)),
+                sum=checksum_sql(columns), rel=sql.Identifier(schema, part),
+                col=sql.Identifier(control)),
             (month, add_months(month, 1)))
         same = int(now_count) == int(count) and str(now_sum) == str(checksum)
         if not verified:
