@@ -148,6 +148,7 @@ def repo_summary(info: dict, now: float,
             problems.append("no backup")
         elif limit is not None and age_h > limit:
             problems.append(f"newest backup is {age_h} h old (more than {limit} h)")
+        full_info = (fulls[-1].get("info") or {}) if fulls else {}
         out.append({
             "repo": key,
             "cipher": repo.get("cipher"),
@@ -156,6 +157,9 @@ def repo_summary(info: dict, now: float,
             "fulls": len(fulls),
             "newest": _backup_brief(newest, now),
             "newest_full": _backup_brief(fulls[-1] if fulls else None, now),
+            # What the newest full takes in the repository (compressed): about what the next
+            # full needs free there, as expire removes the oldest only after it succeeds.
+            "newest_full_repo_bytes": (full_info.get("repository") or {}).get("size"),
             "wal_min": archive[-1].get("min") if archive else None,
             "wal_max": archive[-1].get("max") if archive else None,
             "max_age_hours": limit,

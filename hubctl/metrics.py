@@ -332,6 +332,10 @@ def collect_backups(m: Metrics, stanza: str, now: float) -> None:
         m.gauge("hub_backup_repo_ok", "1 when pgBackRest reports the repository ok",
                 r["status"] == "ok", repo=repo)
         m.gauge("hub_backup_count", "good backups in the repository", r["backups"], repo=repo)
+        if r.get("newest_full_repo_bytes") is not None:
+            m.gauge("hub_backup_full_repo_bytes",
+                    "bytes the newest full backup takes in the repository (what the next needs)",
+                    r["newest_full_repo_bytes"], repo=repo)
         for kind, brief in (("any", r["newest"]), ("full", r["newest_full"])):
             if brief is not None:
                 m.gauge("hub_backup_newest_age_seconds", "age of the newest good backup",

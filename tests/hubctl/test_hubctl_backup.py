@@ -78,6 +78,21 @@ def test_summary_gives_the_newest_backup_per_repository():
     assert summary[2]["cipher"] == "aes-256-cbc"
 
 
+def test_summary_gives_the_newest_fulls_size_in_the_repository():
+    info = _info([("F1", "full", 1, NOW - 9 * 24 * 3600, False), ("F2", "full", 1, NOW - 2 * 24 * 3600, False),
+                  ("I1", "incr", 1, NOW - 3600, False), ("F3", "full", 2, NOW - 3600, False)])
+    sizes = {"F1": 900, "F2": 1200, "I1": 50}
+    for b in info["backup"]:
+        if b["label"] in sizes:
+            b["info"] = {"size": 10 * sizes[b["label"]], "delta": 10 * sizes[b["label"]],
+                         "repository": {"size": sizes[b["label"]], "delta": sizes[b["label"]]}}
+    summary = {r["repo"]: r for r in backup.repo_summary(info, NOW)}
+    # The newest full, not the newest backup, nor the first full, nor the uncompressed size.
+    assert summary[1]["newest_full_repo_bytes"] == 1200
+    # pgBackRest gave no size for repo2's full: none is reported rather than a guess.
+    assert summary[2]["newest_full_repo_bytes"] is None
+
+
 def test_summary_flags_stale_missing_and_failed_backups():
     info = _info([("F1", "full", 1, NOW - 27 * 3600, False), ("I1", "incr", 1, NOW - 3600, True)],
                  repos=((1, 0), (2, 2)))

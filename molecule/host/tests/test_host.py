@@ -89,3 +89,22 @@ def test_firewall_is_loaded_with_default_drop(host):
     assert "10.9.8.7" in text  # a single administrator's address (/32) is a network too
     assert "tcp dport 5432 ip saddr @postgresql_v4 accept" in text
     assert "tcp dport 22 ip saddr @ssh_v4 accept" in text
+
+
+def test_repo1_volume_is_its_own_file_system_mounted_by_uuid(host):
+    device = host.ansible.get_variables()["hub_test_repo1_device"]
+    probe = host.run("blkid -p -o export %s", device).stdout.splitlines()
+    assert "TYPE=ext4" in probe and "LABEL=hub_repo1" in probe
+    uuid = host.run("blkid -p -s UUID -o value %s", device).stdout.strip()
+    assert uuid
+    fstab = [line.split() for line in host.file("/etc/fstab").content_string.splitlines()]
+    assert [f for f in fstab if f and f[0] == f"UUID={uuid}"] == [
+        [f"UUID={uuid}", "/var/lib/pgbackrest", "ext4", "noatime", "0", "2"]]
+    mount = host.mount_point("/var/lib/pgbackrest")
+    assert mount.exists and mount.device == device
+    # A file written there lands on repo1's volume, not on the data volume or the root.
+    host.run("touch /var/lib/pgbackrest/.probe")
+    try:
+        assert host.run("findmnt -no SOURCE -T /var/lib/pgbackrest/.probe").stdout.strip() == device
+    finally:
+        host.run("rm -f /var/lib/pgbackrest/.probe")

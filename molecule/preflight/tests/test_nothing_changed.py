@@ -9,6 +9,14 @@ def test_foreign_file_system_is_untouched(host):
     assert not host.mount_point("/var/lib/postgresql").exists
 
 
+def test_the_repository_on_the_root_file_system_is_still_in_view(host):
+    # The refused repo1 volume was neither made nor mounted over the existing repository.
+    device = host.ansible.get_variables()["hub_test_repo1_device"]
+    assert host.run("blkid -p -o export %s", device).stdout.strip() == ""
+    assert not host.mount_point("/var/lib/pgbackrest").exists
+    assert host.file("/var/lib/pgbackrest/backup/hub/backup.info").contains("must not hide")
+
+
 def test_no_package_of_the_roles_was_installed(host):
     for name in ["nftables", "postgresql-common", "locales", "systemd-timesyncd"]:
         assert not host.package(name).is_installed, name

@@ -241,6 +241,22 @@ def samples(hub) -> dict:
     return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln and not ln.startswith("#")}
 
 
+def test_repo1s_next_full_is_measured_by_the_newest_full_in_repo1():
+    """hub_backup_full_repo_bytes, which HubRepo1NoRoomForFull compares with repo1's free space,
+    is what pgBackRest itself says the newest full backup takes in repo1."""
+    hub = host_of("hub_db")
+    metrics_now(hub)
+    info = json.loads(hub.check_output("sudo -u postgres pgbackrest --stanza=hub --repo=1 --output=json info"))
+    fulls = sorted((b for b in info[0]["backup"] if b["type"] == "full" and not b.get("error")),
+                   key=lambda b: b["timestamp"]["stop"])
+    assert fulls, "no full backup in repo1"
+    expected = fulls[-1]["info"]["repository"]["size"]
+    assert expected > 0
+    assert samples(hub)['hub_backup_full_repo_bytes{repo="1"}'] == expected
+    free = samples(hub)['hub_volume_free_bytes{path="/var/lib/pgbackrest",volume="repo1"}']
+    assert free > 1.2 * expected, "the scenario's repo1 already lacks room for a full"
+
+
 def test_the_data_volume_filled_past_70_percent_gives_the_disk_alert(receiver):
     monitor, hub = receiver, host_of("hub_db")
     key = 'hub_volume_{}_bytes{{path="/var/lib/postgresql",volume="data"}}'
