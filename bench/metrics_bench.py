@@ -111,7 +111,8 @@ def build(workdir: str, months: int) -> None:
                 sql.Identifier(schema, part), sql.Identifier(schema, name + "_archive")),
                 (month, add_months(month, 1)))
             cur.execute("INSERT INTO hub_archived_partitions (parent_table, month, partition_name, row_count, "
-                        "checksum, state, verified_at) VALUES (%s, %s, %s, 0, md5(''), 'archived', now())",
+                        "checksum, checksum_columns, state, verified_at) "
+                        "VALUES (%s, %s, %s, 0, md5(''), ARRAY['id'], 'archived', now())",
                         (name, month, part))
     # Five years of the daily job's size snapshots (migration 0009), which the capacity source
     # reads every run: 3 tiers x the tables, pg_wal, the database and two volumes, each day.
