@@ -75,14 +75,20 @@ def checksum_expr(sql, alias: str, columns):
                    ).format(row=row)
 
 
-def column_names(cur, schema: str, name: str) -> list:
-    """A table's column names, in their order (dropped columns left out)."""
+def table_columns(cur, schema: str, name: str) -> list:
+    """[(name, type, not null)] of a table's columns, in their order (dropped ones left out)."""
     cur.execute("""
-        SELECT a.attname FROM pg_catalog.pg_attribute a
+        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+        FROM pg_catalog.pg_attribute a
         WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
         ORDER BY a.attnum""", ('"{}"."{}"'.format(schema.replace('"', '""'),
                                                   name.replace('"', '""')),))
-    return [r[0] for r in cur.fetchall()]
+    return [tuple(r) for r in cur.fetchall()]
+
+
+def column_names(cur, schema: str, name: str) -> list:
+    """A table's column names, in their order."""
+    return [c[0] for c in table_columns(cur, schema, name)]
 
 
 def missing_columns(checksum_columns, present) -> list:

@@ -49,7 +49,7 @@ import subprocess
 import tempfile
 
 from hubctl import __version__, db
-from hubctl.archive import LEDGER, checksum_expr, cutoff, missing_columns
+from hubctl.archive import LEDGER, checksum_expr, cutoff, missing_columns, table_columns
 from hubctl.dates import add_months, month_label
 from hubctl.jobs import DRY_RUN, Job, JobAbort, now_iso
 from hubctl.partitions import LiveTable, managed_tables, read_partitions
@@ -310,16 +310,6 @@ def count_and_checksum(cur, relation, columns) -> tuple[int, int]:
         checksum=checksum_expr(sql, "t", columns), rel=relation))
     count, checksum = cur.fetchone()
     return int(count), int(checksum)
-
-
-def table_columns(cur, schema: str, name: str) -> list:
-    """[(name, type, not null)] of a table's columns, in their order."""
-    cur.execute("""
-        SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
-        FROM pg_catalog.pg_attribute a
-        WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum""", (_qualified(schema, name),))
-    return [tuple(r) for r in cur.fetchall()]
 
 
 def session_formats(cur) -> tuple[str, str, str]:
