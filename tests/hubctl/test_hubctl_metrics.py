@@ -138,3 +138,18 @@ def test_a_dead_database_still_writes_the_file_and_says_which_source_failed(repo
     assert "hub_job_last_outcome" not in text
     for line in text.splitlines():
         assert line.startswith("# ") or SAMPLE.match(line), line
+
+
+def test_the_slowest_time_is_held_so_a_second_run_cannot_hide_it():
+    # A run at t=1000 proved 1.5 s; cron's run 3 s later proves nothing new: still 1.5 s.
+    value, held = metrics.held_slowest([], 1000.0, 1.5)
+    assert (value, held) == (1.5, [[1000.0, 1.5]])
+    value, held = metrics.held_slowest(held, 1003.0, 0.0)
+    assert (value, held) == (1.5, [[1000.0, 1.5]])
+    # A faster one later does not lower it while the hold lasts; a slower one raises it.
+    value, held = metrics.held_slowest(held, 1060.0, 0.2)
+    assert value == 1.5 and held == [[1000.0, 1.5], [1060.0, 0.2]]
+    assert metrics.held_slowest(held, 1061.0, 2.5)[0] == 2.5
+    # Past the hold it is gone; a damaged or future entry never counts.
+    assert metrics.held_slowest(held, 1000.0 + metrics.SLOWEST_HOLD_SECONDS, 0.0) == (0.2, [[1060.0, 0.2]])
+    assert metrics.held_slowest([["x", 9], [5000.0, 9.0], None], 1100.0, 0.0) == (0.0, [])

@@ -213,23 +213,19 @@ def test_a_statement_of_one_and_a_half_seconds_gives_the_slow_query_alert(receiv
     slow statement of the last 10 minutes, a daily run's say, may have fired it already: then
     Alertmanager sent it then, and again only after repeat_interval.)"""
     monitor, hub = receiver, host_of("hub_db")
-    # The file holds a statement only until the next run: when cron's minute run follows this
-    # one within a scrape interval, Prometheus never reads it (the likely cause of one failure
-    # on Debian 13, not confirmed). So up to three tries, each with a new slow statement; a real
-    # failure fails all three.
-    for _ in range(3):
-        psql(hub, "SELECT pg_sleep(1.5)")
-        metrics_now(hub)
-        assert samples(hub)["hub_statement_slowest_seconds"] >= 1.5
-        deadline = time.time() + 45
-        while True:
-            firing = [a for a in api(monitor, "/api/v1/alerts")["data"]["alerts"]
-                      if a["labels"]["alertname"] == "HubSlowQuery" and a["state"] == "firing"]
-            if (firing and float(firing[0]["value"]) >= 1.5) or time.time() > deadline:
-                break
-            time.sleep(2)
-        if firing and float(firing[0]["value"]) >= 1.5:
+    psql(hub, "SELECT pg_sleep(1.5)")
+    # Cron's minute run may prove the statement first; this run then proves nothing new, and
+    # the file still says 1.5 s because the slowest time is held for 5 minutes (it said 0.007 s
+    # before the hold, in a CI run on Debian 12).
+    metrics_now(hub)
+    assert samples(hub)["hub_statement_slowest_seconds"] >= 1.5
+    deadline = time.time() + 60
+    while True:
+        firing = [a for a in api(monitor, "/api/v1/alerts")["data"]["alerts"]
+                  if a["labels"]["alertname"] == "HubSlowQuery" and a["state"] == "firing"]
+        if (firing and float(firing[0]["value"]) >= 1.5) or time.time() > deadline:
             break
+        time.sleep(2)
     assert firing and float(firing[0]["value"]) >= 1.5, firing
     # Delivered at some point since the receiver first started (Alertmanager retries a delivery
     # that failed, so one that fired before the receiver ran arrives too).
