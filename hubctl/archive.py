@@ -81,8 +81,7 @@ def table_columns(cur, schema: str, name: str) -> list:
         SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
         FROM pg_catalog.pg_attribute a
         WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-        ORDER BY a.attnum""", ('"{}"."{}"'.format(schema.replace('"', '""'),
-                                                  name.replace('"', '""')),))
+        ORDER BY a.attnum""", (db.qualified(schema, name),))
     return [tuple(r) for r in cur.fetchall()]
 
 

@@ -356,10 +356,6 @@ def ledger_states(cur, table: str) -> dict:
     return {r[0]: r[1] for r in cur.fetchall()}
 
 
-def _qualified(schema: str, name: str) -> str:
-    return '"{}"."{}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
-
-
 def load_file(cur, zstd: str, path: str, relation, columns, freeze: bool = False) -> None:
     """Decompress a cold file with zstd into relation (COPY FROM STDIN, text format).
 
@@ -678,7 +674,7 @@ def check_restorable(cfg, table: str, month: _dt.date, connect=db.connect) -> No
         with db.transaction(conn) as cur:
             row = ledger_row(cur, table, month)
             cur.execute("SELECT to_regclass(%s)",
-                        (_qualified(RESTORE_SCHEMA, restored_name(table, month)),))
+                        (db.qualified(RESTORE_SCHEMA, restored_name(table, month)),))
             exists = cur.fetchone()[0] is not None
             states = ledger_states(cur, table)
     finally:
@@ -715,7 +711,7 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
             row = ledger_row(cur, table, month)
             cur.execute("SELECT to_regnamespace(%s)", (RESTORE_SCHEMA,))
             has_schema = cur.fetchone()[0] is not None
-            cur.execute("SELECT to_regclass(%s)", (_qualified(RESTORE_SCHEMA, target),))
+            cur.execute("SELECT to_regclass(%s)", (db.qualified(RESTORE_SCHEMA, target),))
             exists = cur.fetchone()[0] is not None
             archive_columns = table_columns(cur, t.schema, t.name + "_archive")
             server_version, timezone, datestyle = session_formats(cur)
@@ -758,9 +754,10 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
             raise ColdError(f"{path} has columns {', '.join(unknown)} that {table}_archive no "
                             "longer has; restore it by hand (see its manifest)")
         covered = list(row.checksum_columns)
-        if missing_columns(covered, names):
-            raise ColdError(f"{path} lacks {', '.join(missing_columns(covered, names))}, which "
-                            "the ledger's checksum covers; nothing restored")
+        gone = missing_columns(covered, names)
+        if gone:
+            raise ColdError(f"{path} lacks {', '.join(gone)}, which the ledger's checksum "
+                            "covers; nothing restored")
         st.rows = row.row_count
         if job.dry_run:
             st.set(would=f"create {qualified} and load {row.row_count} rows")

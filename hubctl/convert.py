@@ -371,23 +371,19 @@ class Conversion:
                    a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
             FROM pg_catalog.pg_attribute a
             WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-            ORDER BY a.attnum""", (_qualified(*rel),))
+            ORDER BY a.attnum""", (db.qualified(*rel),))
         return [ColumnInfo(*r) for r in cur.fetchall()]
 
     def partitions(self, cur, rel) -> list[tuple[str, str]]:
         cur.execute("""
             SELECT c.relname, pg_catalog.pg_get_expr(c.relpartbound, c.oid)
             FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-            WHERE i.inhparent = to_regclass(%s) ORDER BY 1""", (_qualified(*rel),))
+            WHERE i.inhparent = to_regclass(%s) ORDER BY 1""", (db.qualified(*rel),))
         return cur.fetchall()
 
     def today(self, cur) -> _dt.date:
         cur.execute("SELECT CURRENT_DATE")  # partman works from the server's clock
         return cur.fetchone()[0]
-
-
-def _qualified(schema: str, name: str) -> str:
-    return '"{}"."{}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
 
 
 def _state_columns(state: dict) -> list[Column]:
@@ -410,7 +406,7 @@ def check_compatible(cx: Conversion) -> tuple[list[Column], list[str]]:
         if kind != "r" or is_partition or inherits:
             raise Refused("public.v1_hub_work_allocations is not a plain table (it is a partition, "
                           "or takes part in inheritance)")
-        cur.execute("SELECT to_regclass(%s) IS NULL", (_qualified(*rel.new),))
+        cur.execute("SELECT to_regclass(%s) IS NULL", (db.qualified(*rel.new),))
         if cur.fetchone()[0]:
             raise Refused("hub_convert.v1_hub_work_allocations does not exist: the playbook "
                           "creates it from migration 0001 before prepare")
@@ -688,7 +684,7 @@ def _create_months(cur, major: int, wanted, hole) -> int:
         if month == hole:
             continue
         name = partition_name(TABLE, month, major)
-        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (_qualified("public", name),))
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (db.qualified("public", name),))
         if cur.fetchone()[0]:
             raise Refused(f"public.{name} exists and is not a partition of the new table; "
                           "rename or drop it (pg_partman will want that name)")
@@ -736,7 +732,7 @@ def recut(cx: Conversion, last: _dt.date, hole, major: int) -> None:
             top = max(last, hole) if hole else last
             upper_from = add_months(top, 1)
             cur.execute("SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid) FROM pg_catalog.pg_class c "
-                        "WHERE c.oid = to_regclass(%s)", (_qualified("public", UPPER),))
+                        "WHERE c.oid = to_regclass(%s)", (db.qualified("public", UPPER),))
             row = cur.fetchone()
             upper_bound = row[0] if row else None
             wanted = [m for m in months(add_months(max(have), 1), last)] if have and max(have) < last else []
@@ -1204,7 +1200,7 @@ def copy_grants(cur, source, target) -> int:
         SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END,
                a.privilege_type
         FROM pg_catalog.pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
-        WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner""", (_qualified(*source),))
+        WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner""", (db.qualified(*source),))
     grants = cur.fetchall()
     for grantee, privilege in grants:
         cur.execute(sql.SQL("GRANT {} ON {} TO {}").format(
@@ -1375,7 +1371,7 @@ def finish(cx: Conversion) -> None:
             cols = [c.name for c in cx.columns_of(cur, ("public", TABLE))]
             collist = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
             for name in (LOWER, UPPER, HOLE):
-                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (_qualified("public", name),))
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (db.qualified("public", name),))
                 if not cur.fetchone()[0]:
                     continue
                 if name in attached:

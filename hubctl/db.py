@@ -37,6 +37,11 @@ def retry_on_lock_timeout(step, attempt, pauses=LOCK_RETRY_PAUSES, sleep=time.sl
             sleep(pauses[number])
 
 
+def qualified(schema: str, name: str) -> str:
+    """A schema-qualified name, each part double-quoted, for to_regclass(%s) and the like."""
+    return '"{}"."{}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
+
+
 def _psycopg2():
     import psycopg2  # lazy on purpose
     import psycopg2.extras

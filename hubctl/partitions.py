@@ -128,14 +128,14 @@ def live_tables(cur, partman_schema: str) -> list[LiveTable]:
 
 def read_partitions(cur, schema: str, name: str) -> Partitions | None:
     """The partitions of schema.name, or None if the table does not exist."""
-    cur.execute("SELECT to_regclass(%s)", (_qualified(schema, name),))
+    cur.execute("SELECT to_regclass(%s)", (db.qualified(schema, name),))
     if cur.fetchone()[0] is None:
         return None
     cur.execute("""
         SELECT c.relname, pg_catalog.pg_get_expr(c.relpartbound, c.oid)
         FROM pg_catalog.pg_inherits i
         JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = to_regclass(%s)""", (_qualified(schema, name),))
+        WHERE i.inhparent = to_regclass(%s)""", (db.qualified(schema, name),))
     return classify_partitions(cur.fetchall())
 
 
@@ -166,10 +166,6 @@ def default_rows_by_month(cur, table: LiveTable, default: str | None) -> dict:
         FROM ONLY {tbl} GROUP BY 1""").format(
         col=sql.Identifier(table.control), tbl=sql.Identifier(table.schema, default)))
     return {r[0]: r[1] for r in cur.fetchall()}
-
-
-def _qualified(schema: str, name: str) -> str:
-    return '"{}"."{}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
 
 
 # --------------------------------------------------------------------------- the steps
