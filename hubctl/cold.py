@@ -22,10 +22,19 @@ is untouched. A rerun that finds the final file (a run stopped between 3 and 4) 
 and verifies it the same way, and goes on to 4; a file that does not verify is never
 overwritten: the step fails and says what to move away.
 
+Late rows (a step of `hubctl daily`, after the export): a row written for a month already cold
+lands in the live table's default partition. In one transaction it is deleted from there into
+a TEMP table, written through zstd to a supplement file beside the month's
+(`<table>_YYYY-MM.late-NN.copy.zst` with its manifest), read back and compared, renamed and
+fsynced, and the ledger row adds its count, checksum and bytes and lists the file
+(`cold_supplements`, migration 0011); then the commit. A failure before the commit leaves the
+rows in the default partition.
+
 Restore: `hubctl cold restore YYYY-MM [--table NAME]` loads one cold month into a standalone
 table `hub_restored.<table>_pYYYY_MM` (LIKE the archive table: same columns, CHECK
-constraints and indexes), after checking the file's sha256 against the ledger and the manifest,
-and commits only if the rows loaded have the ledger's count and checksum. An existing restored
+constraints and indexes), after checking the sha256 of the month's file and of each supplement
+against the ledger and their manifests, and commits only if the rows loaded (the file, then the
+supplements) have the ledger's count and checksum. An existing restored
 table is never replaced: it must be dropped first.
 
 The checksum is the archive's (archive.py): the sum of the first 60 bits of md5 of each row's
@@ -52,7 +61,8 @@ from hubctl import __version__, db
 from hubctl.archive import LEDGER, checksum_expr, cutoff, missing_columns, table_columns
 from hubctl.dates import add_months, month_label
 from hubctl.jobs import DRY_RUN, Job, JobAbort, now_iso
-from hubctl.partitions import LiveTable, managed_tables, read_partitions
+from hubctl.partitions import (LiveTable, default_rows_by_month, managed_tables,
+                               read_partitions)
 
 # The hub's four live tables; --table accepts these (checked again against part_config).
 TABLES = ("v1_hub_work_allocations", "v1_hub_client_activity_logs",
@@ -158,6 +168,25 @@ def cold_paths(cold_dir: str, table: str, month: _dt.date) -> ColdPaths:
     return ColdPaths(dir=d, data=data, manifest=manifest_path(data),
                      data_tmp=os.path.join(d, "." + base + ".copy.zst.tmp"),
                      manifest_tmp=os.path.join(d, "." + base + ".manifest.json.tmp"))
+
+
+def supplement_paths(cold_path: str, n: int) -> ColdPaths:
+    """The n-th supplement (late rows) of the month whose file is cold_path:
+    <table>_YYYY-MM.late-NN.copy.zst beside it, with its manifest and temporary names."""
+    if n < 1 or not cold_path.endswith(".copy.zst"):
+        raise ValueError(f"no supplement {n} of {cold_path!r}")
+    d, name = os.path.split(cold_path)
+    base = f"{name[:-len('.copy.zst')]}.late-{n:02d}"
+    data = os.path.join(d, base + ".copy.zst")
+    return ColdPaths(dir=d, data=data, manifest=manifest_path(data),
+                     data_tmp=os.path.join(d, "." + base + ".copy.zst.tmp"),
+                     manifest_tmp=os.path.join(d, "." + base + ".manifest.json.tmp"))
+
+
+def supplement_totals(supplements) -> tuple[int, int]:
+    """(rows, checksum) the supplements add to a month's ledger figures."""
+    return (sum(int(s["row_count"]) for s in supplements),
+            sum(int(s["checksum"]) for s in supplements))
 
 
 def manifest_path(data_path: str) -> str:
@@ -330,19 +359,21 @@ class LedgerRow:
     cold_sha256: str | None
     verified: bool          # count and checksum read back from the archive (verified_at)
     checksum_columns: tuple = ()    # the columns the checksum covers (migration 0010)
+    supplements: tuple = ()         # late rows' files of a cold month, in order (0011)
 
 
 def ledger_row(cur, table: str, month: _dt.date) -> LedgerRow | None:
     from psycopg2 import sql
     cur.execute(sql.SQL("""
         SELECT partition_name, row_count, checksum, state, cold_path, cold_bytes, cold_sha256,
-               verified_at IS NOT NULL, checksum_columns
+               verified_at IS NOT NULL, checksum_columns, cold_supplements
         FROM {ledger} WHERE parent_table = %s AND month = %s""").format(
         ledger=sql.Identifier(*LEDGER.split("."))), (table, month))
     r = cur.fetchone()
     if r is None:
         return None
-    return LedgerRow(r[0], int(r[1]), int(r[2]), r[3], r[4], r[5], r[6], r[7], tuple(r[8]))
+    return LedgerRow(r[0], int(r[1]), int(r[2]), r[3], r[4], r[5], r[6], r[7], tuple(r[8]),
+                     tuple(r[9] or ()))
 
 
 def ledger_states(cur, table: str) -> dict:
@@ -392,7 +423,15 @@ def load_file(cur, zstd: str, path: str, relation, columns, freeze: bool = False
 
 
 def write_file(conn, zstd: str, relation, columns, path: str) -> None:
-    """COPY relation TO STDOUT through zstd into a new file at path, fsynced."""
+    """COPY relation TO STDOUT through zstd into a new file at path, fsynced (its own
+    transaction)."""
+    with db.transaction(conn) as cur:
+        copy_out(cur, zstd, relation, columns, path)
+
+
+def copy_out(cur, zstd: str, relation, columns, path: str) -> None:
+    """COPY relation TO STDOUT through zstd into a new file at path, fsynced, in the cursor's
+    transaction. ColdError if zstd fails; the caller removes the file."""
     from psycopg2 import sql
     copy = sql.SQL("COPY {rel} ({cols}) TO STDOUT").format(
         rel=relation, cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns))
@@ -402,8 +441,7 @@ def write_file(conn, zstd: str, relation, columns, path: str) -> None:
             proc = subprocess.Popen([zstd, "-q", "-c", f"-{ZSTD_LEVEL}", "--check"],
                                     stdin=subprocess.PIPE, stdout=fd, stderr=err, close_fds=True)
             try:
-                with db.transaction(conn) as cur:
-                    cur.copy_expert(copy.as_string(conn), proc.stdin)
+                cur.copy_expert(copy.as_string(cur.connection), proc.stdin)
                 proc.stdin.close()
             except BrokenPipeError:
                 # zstd stopped reading (a full disk, say): its own message says why.
@@ -428,13 +466,20 @@ def verify_file(conn, zstd: str, path: str, like, columns, expected: tuple[int, 
     """Read the file (its columns: `columns`) back into a TEMP table shaped like `like` and
     compare count and checksum over checksum_columns with expected (the ledger's); ColdError if
     they differ."""
-    from psycopg2 import sql
     with db.transaction(conn) as cur:
-        cur.execute(sql.SQL("CREATE TEMP TABLE hub_cold_check (LIKE {like}) ON COMMIT DROP")
-                    .format(like=like))
-        tmp = sql.Identifier("hub_cold_check")
-        load_file(cur, zstd, path, tmp, columns)
-        found = count_and_checksum(cur, tmp, checksum_columns)
+        check_loaded(cur, zstd, path, like, columns, expected, what, checksum_columns)
+
+
+def check_loaded(cur, zstd: str, path: str, like, columns, expected: tuple[int, int],
+                 what: str, checksum_columns) -> None:
+    """verify_file in the cursor's transaction (its TEMP table is dropped at the commit)."""
+    from psycopg2 import sql
+    cur.execute(sql.SQL("CREATE TEMP TABLE hub_cold_check (LIKE {like}) ON COMMIT DROP")
+                .format(like=like))
+    tmp = sql.Identifier("hub_cold_check")
+    load_file(cur, zstd, path, tmp, columns)
+    found = count_and_checksum(cur, tmp, checksum_columns)
+    cur.execute("DROP TABLE hub_cold_check")
     if found != tuple(expected):
         raise ColdError(f"{what} {path} does not match the ledger: it holds {found[0]} rows "
                         f"(checksum {found[1]}), the ledger says {expected[0]} "
@@ -444,8 +489,16 @@ def verify_file(conn, zstd: str, path: str, like, columns, expected: tuple[int, 
 # --------------------------------------------------------------------------- export
 
 def run(job: Job) -> None:
-    """The daily step: every eligible month of every table."""
-    export(job)
+    """The daily step: every eligible month of every table, then the late rows of cold months
+    (both are tried; the job fails with both reasons if both fail)."""
+    failures = []
+    for part in (export, supplement_late_rows):
+        try:
+            part(job)
+        except JobAbort as exc:
+            failures.append(str(exc))
+    if failures:
+        raise JobAbort("; ".join(failures))
 
 
 def export(job: Job, table: str | None = None, month: _dt.date | None = None) -> None:
@@ -645,6 +698,132 @@ def _drop_once(job, t, month, partition, covered, expected, paths, size, sha256,
             raise ColdError(f"the ledger row of {partition} is no longer 'archived'; rolled back")
 
 
+# --------------------------------------------------------------------------- late rows
+
+def supplement_late_rows(job: Job) -> None:
+    """Rows in a live table's default partition for a month already in a cold file: each such
+    month gets a supplement file beside its own (supplement_month). A month that fails is
+    reported and left as it was (its rows stay in the default partition); the others still go.
+    """
+    failures = []
+    zstd = None
+    for t in managed_tables(job)[3]:
+        with db.transaction(job.conn) as cur:
+            parts = read_partitions(cur, t.schema, t.name)
+            default = parts.default if parts else None
+            waiting = default_rows_by_month(cur, t, default)
+            states = ledger_states(cur, t.name) if waiting else {}
+        for month in sorted(m for m in waiting if states.get(m) == "cold"):
+            if zstd is None and not job.dry_run:
+                zstd = zstd_command()
+            try:
+                supplement_month(job, t, month, default, zstd, waiting[month])
+            except (ColdError, OSError) as exc:  # recorded by its step; the next month goes on
+                failures.append(f"{t.name} {month_label(month)}: {exc}")
+    if failures:
+        raise JobAbort("; ".join(failures))
+
+
+def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd: str | None,
+                     waiting: int) -> None:
+    """Move a cold month's late rows from the default partition to a new supplement file.
+
+    One transaction: the rows are deleted from the default partition into a TEMP table, counted
+    and checksummed over the ledger's columns, written through zstd to a temporary file, read
+    back and compared; the file and its manifest get their final names (fsynced); the ledger
+    row adds their count, checksum and bytes and lists the file; then the commit. Any failure
+    before the commit rolls the delete back: the rows stay in the default partition. A file
+    left by a run whose commit did not happen is not in the ledger, and its rows are still in
+    the default partition: the next run writes it again.
+    """
+    from psycopg2 import sql
+    conn = job.conn
+    label = month_label(month)
+    with job.step("cold_late_rows", table=t.name, month=label, partition=default) as st:
+        st.rows = int(waiting)
+        if job.dry_run:
+            st.set(would="move them to a supplement file of the cold month")
+            st.outcome = DRY_RUN
+            return
+        with db.transaction(conn) as cur:
+            row = ledger_row(cur, t.name, month)
+            if row is None or row.state != "cold" or not row.cold_path:
+                raise ColdError(f"the ledger row of {t.name} {label} is not cold; nothing moved")
+            covered = list(row.checksum_columns)
+            columns = table_columns(cur, t.schema, default)
+            names = [c[0] for c in columns]
+            gone = missing_columns(covered, names)
+            if gone:
+                raise ColdError(f"{default} no longer has {', '.join(gone)}, which the month's "
+                                "checksum covers (docs/schema.md); nothing moved")
+            paths = supplement_paths(row.cold_path, len(row.supplements) + 1)
+            make_dir(paths.dir)
+            for stale in (paths.data, paths.manifest):
+                if os.path.exists(stale):
+                    # Not in the ledger: a run whose commit did not happen wrote it.
+                    st.set(rewritten=stale)
+            remove_quietly(paths.data, paths.manifest, paths.data_tmp, paths.manifest_tmp)
+            # The checksum's row text follows the session's TimeZone and DateStyle: the month's
+            # file's, which restore uses for the whole month.
+            main = manifest_path(row.cold_path)
+            formats = read_manifest(main) if os.path.exists(main) else {}
+            if formats.get("timezone") and formats.get("datestyle"):
+                cur.execute("SELECT set_config('TimeZone', %s, true), "
+                            "set_config('DateStyle', %s, true)",
+                            (formats["timezone"], formats["datestyle"]))
+            server_version, timezone, datestyle = session_formats(cur)
+            late = sql.Identifier("hub_cold_late")
+            cols = sql.SQL(", ").join(sql.Identifier(c) for c in names)
+            cur.execute(sql.SQL("CREATE TEMP TABLE hub_cold_late (LIKE {d}) ON COMMIT DROP")
+                        .format(d=sql.Identifier(t.schema, default)))
+            cur.execute(sql.SQL("""
+                WITH moved AS (
+                    DELETE FROM ONLY {d} WHERE {col} >= %s AND {col} < %s RETURNING *
+                )
+                INSERT INTO hub_cold_late ({cols}) SELECT {cols} FROM moved""").format(
+                d=sql.Identifier(t.schema, default), col=sql.Identifier(t.control),
+                cols=cols), (month, add_months(month, 1)))
+            count, checksum = count_and_checksum(cur, late, covered)
+            try:
+                copy_out(cur, zstd, late, names, paths.data_tmp)
+                check_loaded(cur, zstd, paths.data_tmp, late, names, (count, checksum),
+                             "supplement", covered)
+                sha256, size = sha256_of(paths.data_tmp)
+                written_at = now_iso()
+                manifest = build_manifest(
+                    table=t.name, month=month, partition=default, control=t.control,
+                    columns=columns, row_count=count, checksum=checksum, sha256=sha256,
+                    size=size, server_version=server_version, timezone=timezone,
+                    datestyle=datestyle, exported_at=written_at,
+                    file_name=os.path.basename(paths.data), checksum_columns=covered)
+                manifest["supplement"] = len(row.supplements) + 1
+                manifest["supplement_of"] = os.path.basename(row.cold_path)
+                write_json(paths.manifest_tmp, manifest)
+                os.rename(paths.data_tmp, paths.data)
+                os.rename(paths.manifest_tmp, paths.manifest)
+                fsync_dir(paths.dir)
+            except BaseException:
+                remove_quietly(paths.data_tmp, paths.manifest_tmp)
+                raise
+            entry = {"file": os.path.basename(paths.data), "sha256": sha256, "bytes": size,
+                     "row_count": count, "checksum": str(checksum), "written_at": written_at}
+            cur.execute(sql.SQL("""
+                UPDATE {ledger} SET row_count = row_count + %s,
+                    checksum = (checksum::numeric + %s)::text, cold_bytes = cold_bytes + %s,
+                    cold_supplements = cold_supplements || jsonb_build_array(%s::jsonb),
+                    recorded_at = now()
+                WHERE parent_table = %s AND month = %s AND state = 'cold'
+                  AND jsonb_array_length(cold_supplements) = %s""").format(
+                ledger=sql.Identifier(*LEDGER.split("."))),
+                (count, checksum, size, json.dumps(entry), t.name, month,
+                 len(row.supplements)))
+            if cur.rowcount != 1:
+                raise ColdError(f"the ledger row of {t.name} {label} changed meanwhile; "
+                                "rolled back, the rows stay in the default partition")
+        st.rows = count
+        st.set(file=paths.data, checksum=str(checksum), bytes=size)
+
+
 # --------------------------------------------------------------------------- restore
 
 def not_restorable(table: str, month: _dt.date, row: LedgerRow | None,
@@ -732,32 +911,28 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
             raise ColdError(f"{path} has sha256 {sha256}, the ledger recorded "
                             f"{row.cold_sha256}: the file is damaged or not the one exported; "
                             "nothing restored")
-        mpath = manifest_path(path)
-        if os.path.exists(mpath):
-            manifest = read_manifest(mpath)
-            problems = manifest_problems(manifest, table=table, month=month,
-                                         row_count=row.row_count, checksum=row.checksum,
-                                         sha256=sha256, size=size,
-                                         checksum_columns=row.checksum_columns)
-            if problems:
-                raise ColdError(f"manifest {mpath} does not match {path} and the "
-                                f"ledger: {'; '.join(problems)}; nothing restored")
-            names = manifest_columns(manifest)
-            timezone = manifest.get("timezone") or timezone
-            datestyle = manifest.get("datestyle") or datestyle
-        else:
-            # The ledger's sha256 still proves the file; its columns are the archive table's.
-            names = [c[0] for c in archive_columns]
-            st.set(manifest="missing")
-        unknown = [n for n in names if n not in {c[0] for c in archive_columns}]
-        if unknown:
-            raise ColdError(f"{path} has columns {', '.join(unknown)} that {table}_archive no "
-                            "longer has; restore it by hand (see its manifest)")
-        covered = list(row.checksum_columns)
-        gone = missing_columns(covered, names)
-        if gone:
-            raise ColdError(f"{path} lacks {', '.join(gone)}, which the ledger's checksum "
-                            "covers; nothing restored")
+        # The month's own file holds the ledger's figures less its supplements' (late rows).
+        late_rows, late_checksum = supplement_totals(row.supplements)
+        files = [(path, sha256, size, row.row_count - late_rows, row.checksum - late_checksum)]
+        for n, sup in enumerate(row.supplements, 1):
+            spath = os.path.join(os.path.dirname(path), sup["file"])
+            if not os.path.isfile(spath):
+                raise ColdError(f"supplement {n} of {table} {label}, {spath}, is missing; "
+                                "nothing restored")
+            ssha, ssize = sha256_of(spath)
+            if ssha != sup["sha256"]:
+                raise ColdError(f"{spath} has sha256 {ssha}, the ledger recorded "
+                                f"{sup['sha256']}: the file is damaged; nothing restored")
+            files.append((spath, ssha, ssize, int(sup["row_count"]), int(sup["checksum"])))
+        loads = []
+        for fpath, fsha, fsize, fcount, fchecksum in files:
+            names, formats = _file_columns(fpath, table, month, fsha, fsize, fcount, fchecksum,
+                                           row.checksum_columns, archive_columns, st)
+            if fpath == path and formats:
+                timezone, datestyle = formats
+            loads.append((fpath, names))
+        if row.supplements:
+            st.set(supplements=len(row.supplements))
         st.rows = row.row_count
         if job.dry_run:
             st.set(would=f"create {qualified} and load {row.row_count} rows")
@@ -774,10 +949,11 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
             cur.execute("SELECT set_config('TimeZone', %s, true), "
                         "set_config('DateStyle', %s, true)", (timezone, datestyle))
             # FREEZE: the table is new in this transaction, so its rows need no later freeze.
-            load_file(cur, zstd, path, rel, names, freeze=True)
-            found = count_and_checksum(cur, rel, covered)
+            for fpath, names in loads:
+                load_file(cur, zstd, fpath, rel, names, freeze=True)
+            found = count_and_checksum(cur, rel, list(row.checksum_columns))
             if found != (row.row_count, row.checksum):
-                raise ColdError(f"{path} loaded {found[0]} rows (checksum {found[1]}), the "
+                raise ColdError(f"{' + '.join(f for f, _ in loads)} loaded {found[0]} rows (checksum {found[1]}), the "
                                 f"ledger says {row.row_count} (checksum {row.checksum}); "
                                 "rolled back, nothing restored")
             cur.execute(sql.SQL("COMMENT ON TABLE {rel} IS {text}").format(
@@ -786,3 +962,35 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
                     f"{path} ({row.row_count} rows, verified); drop it when done")))
             cur.execute(sql.SQL("ANALYZE {rel}").format(rel=rel))
         st.set(restored=qualified, checksum=str(row.checksum))
+
+
+def _file_columns(path, table, month, sha256, size, row_count, checksum, checksum_columns,
+                  archive_columns, st):
+    """(the file's columns, (TimeZone, DateStyle) or None) from its manifest, checked against
+    what the ledger says of the file; without a manifest, the archive table's columns (the
+    ledger's sha256 still proves the file). ColdError if they do not fit the archive table."""
+    mpath = manifest_path(path)
+    formats = None
+    if os.path.exists(mpath):
+        manifest = read_manifest(mpath)
+        problems = manifest_problems(manifest, table=table, month=month, row_count=row_count,
+                                     checksum=checksum, sha256=sha256, size=size,
+                                     checksum_columns=checksum_columns)
+        if problems:
+            raise ColdError(f"manifest {mpath} does not match {path} and the "
+                            f"ledger: {'; '.join(problems)}; nothing restored")
+        names = manifest_columns(manifest)
+        if manifest.get("timezone") and manifest.get("datestyle"):
+            formats = (manifest["timezone"], manifest["datestyle"])
+    else:
+        names = [c[0] for c in archive_columns]
+        st.set(manifest="missing")
+    unknown = [n for n in names if n not in {c[0] for c in archive_columns}]
+    if unknown:
+        raise ColdError(f"{path} has columns {', '.join(unknown)} that {table}_archive no "
+                        "longer has; restore it by hand (see its manifest)")
+    gone = missing_columns(list(checksum_columns), names)
+    if gone:
+        raise ColdError(f"{path} lacks {', '.join(gone)}, which the ledger's checksum "
+                        "covers; nothing restored")
+    return names, formats

@@ -162,3 +162,22 @@ def test_manifest_problems_compare_the_checksum_columns_when_the_manifest_has_th
     # A manifest written before migration 0010 names none: nothing to compare.
     older = {k: v for k, v in m.items() if k != "checksum_columns"}
     assert manifest_problems(older, **good, checksum_columns=["allocation_key"]) == []
+
+
+def test_supplements_are_numbered_beside_the_months_file():
+    p = cold.supplement_paths("/var/lib/hub/cold/t/t_2025-08.copy.zst", 1)
+    assert p.data == "/var/lib/hub/cold/t/t_2025-08.late-01.copy.zst"
+    assert p.manifest == "/var/lib/hub/cold/t/t_2025-08.late-01.manifest.json"
+    assert p.data_tmp == "/var/lib/hub/cold/t/.t_2025-08.late-01.copy.zst.tmp"
+    assert p.manifest_tmp == "/var/lib/hub/cold/t/.t_2025-08.late-01.manifest.json.tmp"
+    assert cold.supplement_paths("/c/t/t_2025-08.copy.zst", 12).data == "/c/t/t_2025-08.late-12.copy.zst"
+    with pytest.raises(ValueError):
+        cold.supplement_paths("/c/t/t_2025-08.copy.zst", 0)
+    with pytest.raises(ValueError):
+        cold.supplement_paths("/c/t/t_2025-08.json", 1)
+
+
+def test_supplement_totals_are_what_the_month_file_lacks():
+    sups = [{"row_count": 2, "checksum": "1152921504606846975"}, {"row_count": 1, "checksum": "5"}]
+    assert cold.supplement_totals(sups) == (3, 1152921504606846980)
+    assert cold.supplement_totals(()) == (0, 0)

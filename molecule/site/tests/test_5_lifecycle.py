@@ -15,7 +15,8 @@ operator relies on:
 - a schema change: on the step where months are live, archived and cold, a migration adds a
   column to the table and its archive twin, and the walk goes on: the next month goes cold
   with the new column in its file, a month is archived in the new shape, a late row joins an
-  old-shape month, both cold files restore, and every ledger figure still holds.
+  old-shape month, a late row of a cold month goes to a supplement file beside the month's,
+  both cold files restore (the supplement with its month), and every ledger figure still holds.
 
 Interrupting at a chosen point: a session holds a lock the archive needs (SHARE UPDATE
 EXCLUSIVE on the archive table blocks ATTACH, which runs after DETACH in the same
@@ -122,14 +123,18 @@ def cold_rows(host, since: datetime.date) -> int:
     """Rows in the cold files of the months since `since`, counted in the files themselves
     (COPY text: one line per row, a newline inside a value is written as \\n), not taken
     from the ledger's own row_count; each file's count must also be the ledger's."""
-    rows = psql(host, "SELECT cold_path || ' ' || row_count FROM hub_archived_partitions "
-                      f"WHERE parent_table = '{TABLE}' AND state = 'cold' AND month >= '{since}' ORDER BY month")
+    rows = psql(host, "SELECT json_build_object('path', cold_path, 'rows', row_count, 'supplements', "
+                      "(SELECT coalesce(json_agg(s->>'file'), '[]') FROM jsonb_array_elements(cold_supplements) s)) "
+                      f"FROM hub_archived_partitions WHERE parent_table = '{TABLE}' AND state = 'cold' "
+                      f"AND month >= '{since}' ORDER BY month")
     total = 0
     for line in rows.splitlines():
-        path, ledger_count = line.rsplit(" ", 1)
-        counted = host.run(f"zstd -dcq {path} | wc -l")
+        entry = json.loads(line)
+        # The month's file and its supplements (late rows), in the month's directory.
+        files = [entry["path"]] + [os.path.join(os.path.dirname(entry["path"]), f) for f in entry["supplements"]]
+        counted = host.run(f"zstd -dcq {' '.join(files)} | wc -l")
         assert counted.rc == 0, counted.stderr
-        assert int(counted.stdout) == int(ledger_count), (path, counted.stdout, ledger_count)
+        assert int(counted.stdout) == int(entry["rows"]), (files, counted.stdout, entry["rows"])
         total += int(counted.stdout)
     return total
 
@@ -302,6 +307,15 @@ def late_row_in_the_old_shape(host, walk, before):
     assert landed.splitlines()[-1] == f"{TABLE}_default"
     before["late"] = (month, walk_ledger(host, month)["row_count"])
     walk["extra"] += 1
+    # And one for the oldest month already in a cold file: it goes to a supplement file.
+    cold_month = min(m for m, state in before["states"].items() if state == "cold")
+    landed = psql(host, ["SET ROLE hub_app",
+                         f"INSERT INTO {TABLE} (work_date, client_id, keyword, status, {NEW_COLUMN}) "
+                         f"VALUES ('{cold_month + datetime.timedelta(days=5)}', 'walk-late3', 'walk-k', 'expired', 9) "
+                         "RETURNING tableoid::regclass"])
+    assert landed.splitlines()[-1] == f"{TABLE}_default"
+    before["cold_late"] = (cold_month, walk_ledger(host, cold_month))
+    walk["extra"] += 1
 
 
 def recount(host, month: datetime.date, columns: list, relation: str) -> tuple:
@@ -336,6 +350,17 @@ def the_walk_went_on_after_the_migration(host, before):
     late_month, count = before["late"]
     assert late_month in went_cold
     assert walk_ledger(host, late_month)["row_count"] == count + 1
+    # The late row of a cold month left the default partition (the daily job above exited 0,
+    # with nothing to report) for a supplement file beside the month's, counted in the ledger.
+    cold_month, was = before["cold_late"]
+    now = walk_ledger(host, cold_month)
+    assert now["row_count"] == was["row_count"] + 1 and now["cold_path"] == was["cold_path"]
+    supplements = json.loads(psql(host, "SELECT cold_supplements FROM hub_archived_partitions "
+                                        f"WHERE parent_table = '{TABLE}' AND month = '{cold_month}'"))
+    assert [s["row_count"] for s in supplements] == [1], supplements
+    supplement = os.path.join(os.path.dirname(now["cold_path"]), supplements[0]["file"])
+    assert host.run(f"sha256sum {supplement}").stdout.split()[0] == supplements[0]["sha256"]
+    assert "walk-late3" in host.run(f"zstd -dcq {supplement}").stdout
     for m, st in after.items():
         if st == "archived":
             entry = walk_ledger(host, m)
@@ -352,6 +377,8 @@ def the_walk_went_on_after_the_migration(host, before):
         assert recount(host, m, ledger_columns(host, m), restored) == (entry["row_count"], str(entry["checksum"]))
         if m == late_month:
             assert psql(host, f"SELECT {NEW_COLUMN} FROM {restored} WHERE client_id = 'walk-late2'") == "7"
+        if m == cold_month:
+            assert psql(host, f"SELECT {NEW_COLUMN} FROM {restored} WHERE client_id = 'walk-late3'") == "9"
         psql(host, f"DROP TABLE {restored}")
 
 
