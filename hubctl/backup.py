@@ -4,6 +4,9 @@
     hubctl backup offsite [--stanza S]       full to repo2 (on the off-site host, which holds
                                              repo2: pgBackRest backs up only where its
                                              repository is), then expire repo2
+    hubctl backup offsite-incr [--stanza S]  incremental to repo2 (the off-site host, weekly):
+                                             a restore from repo2 replays at most a week of
+                                             WAL, not a month
     hubctl backup expire [--repo N]          apply the repository's retention
     hubctl backup verify [--repo N]          pgbackrest verify; its text report is read, since
                                              its exit code alone does not say every file is good
@@ -30,7 +33,7 @@ PGBACKREST = "/usr/bin/pgbackrest"
 SUDO = ("/usr/bin/sudo", "-n", "-u", "postgres")
 DEFAULT_STANZA = "hub"
 LOCAL_REPO, OFFSITE_REPO = 1, 2
-KINDS = ("full", "incr", "offsite", "expire", "verify")
+KINDS = ("full", "incr", "offsite", "offsite-incr", "expire", "verify")
 # backup-status calls a repository stale when its newest good backup is older than this:
 # repo1 has a backup every day (26 h leaves two hours for a slow run), repo2 one a month.
 DEFAULT_MAX_AGE_HOURS = {LOCAL_REPO: 26, OFFSITE_REPO: 32 * 24}
@@ -305,6 +308,8 @@ def add_arguments(p: argparse.ArgumentParser,
         "full": "full backup to repo1 (local), then expire repo1",
         "incr": "incremental backup to repo1 (local), then expire repo1",
         "offsite": "full backup to repo2 (run on the off-site host), then expire repo2",
+        "offsite-incr": "incremental backup to repo2 (run on the off-site host), then expire "
+                        "repo2",
         "expire": "apply a repository's retention (--repo, default 1)",
         "verify": "verify a repository (--repo, default 1); fails unless its report says ok",
     }
@@ -324,6 +329,8 @@ def body(args: argparse.Namespace) -> Callable[[jobs.Job], None]:
         return lambda job: backup(job, stanza, LOCAL_REPO, kind)
     if kind == "offsite":
         return lambda job: backup(job, stanza, OFFSITE_REPO, "full")
+    if kind == "offsite-incr":
+        return lambda job: backup(job, stanza, OFFSITE_REPO, "incr")
     if kind == "expire":
         return lambda job: expire(job, stanza, args.repo)
     return lambda job: verify(job, stanza, args.repo)

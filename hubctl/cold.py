@@ -57,10 +57,11 @@ import shutil
 import subprocess
 import tempfile
 
-from hubctl import __version__, db
+from hubctl import __version__, db, offsite
 from hubctl.archive import LEDGER, checksum_expr, cutoff, missing_columns, table_columns
 from hubctl.dates import add_months, month_label
 from hubctl.jobs import DRY_RUN, Job, JobAbort, now_iso
+from hubctl.offsite import OffsiteError
 from hubctl.partitions import (LiveTable, default_rows_by_month, managed_tables,
                                read_partitions)
 
@@ -170,17 +171,46 @@ def cold_paths(cold_dir: str, table: str, month: _dt.date) -> ColdPaths:
                      manifest_tmp=os.path.join(d, "." + base + ".manifest.json.tmp"))
 
 
-def supplement_paths(cold_path: str, n: int) -> ColdPaths:
-    """The n-th supplement (late rows) of the month whose file is cold_path:
-    <table>_YYYY-MM.late-NN.copy.zst beside it, with its manifest and temporary names."""
-    if n < 1 or not cold_path.endswith(".copy.zst"):
-        raise ValueError(f"no supplement {n} of {cold_path!r}")
+_STAMP_RE = re.compile(r"^\d{8}T\d{6}Z$")
+
+
+def supplement_stamp(when: _dt.datetime) -> str:
+    """A supplement's name part: its UTC time, 20261207T030012Z."""
+    return when.astimezone(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def supplement_paths(cold_path: str, stamp: str) -> ColdPaths:
+    """A supplement (late rows) of the month whose file is cold_path, written at `stamp`
+    (supplement_stamp): <table>_YYYY-MM.late-<stamp>.copy.zst beside it, with its manifest and
+    temporary names. The time makes each name new: the off-site store never takes a name twice
+    with other content, and a supplement whose commit did not happen may be stored there."""
+    if not _STAMP_RE.match(stamp) or not cold_path.endswith(".copy.zst"):
+        raise ValueError(f"no supplement {stamp!r} of {cold_path!r}")
     d, name = os.path.split(cold_path)
-    base = f"{name[:-len('.copy.zst')]}.late-{n:02d}"
+    base = f"{name[:-len('.copy.zst')]}.late-{stamp}"
     data = os.path.join(d, base + ".copy.zst")
     return ColdPaths(dir=d, data=data, manifest=manifest_path(data),
                      data_tmp=os.path.join(d, "." + base + ".copy.zst.tmp"),
                      manifest_tmp=os.path.join(d, "." + base + ".manifest.json.tmp"))
+
+
+def unlisted_supplements(cold_path: str, supplements) -> list:
+    """Supplement files (and manifests) of the month beside cold_path that the ledger does not
+    list: left by runs whose commit did not happen."""
+    d, name = os.path.split(cold_path)
+    prefix = name[:-len(".copy.zst")] + ".late-"
+    listed = set()
+    for sup in supplements:
+        listed.add(sup["file"])
+        listed.add(os.path.basename(manifest_path(sup["file"])))
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(d, n) for n in names
+                  if (n.startswith(prefix) and n not in listed
+                      and n.endswith((".copy.zst", ".manifest.json")))
+                  or (n.startswith("." + prefix) and n.endswith(".tmp")))
 
 
 def supplement_totals(supplements) -> tuple[int, int]:
@@ -360,20 +390,22 @@ class LedgerRow:
     verified: bool          # count and checksum read back from the archive (verified_at)
     checksum_columns: tuple = ()    # the columns the checksum covers (migration 0010)
     supplements: tuple = ()         # late rows' files of a cold month, in order (0011)
+    offsite_verified: bool = False  # the cold file's off-site copy is verified (0012)
 
 
 def ledger_row(cur, table: str, month: _dt.date) -> LedgerRow | None:
     from psycopg2 import sql
     cur.execute(sql.SQL("""
         SELECT partition_name, row_count, checksum, state, cold_path, cold_bytes, cold_sha256,
-               verified_at IS NOT NULL, checksum_columns, cold_supplements
+               verified_at IS NOT NULL, checksum_columns, cold_supplements,
+               offsite_verified_at IS NOT NULL
         FROM {ledger} WHERE parent_table = %s AND month = %s""").format(
         ledger=sql.Identifier(*LEDGER.split("."))), (table, month))
     r = cur.fetchone()
     if r is None:
         return None
     return LedgerRow(r[0], int(r[1]), int(r[2]), r[3], r[4], r[5], r[6], r[7], tuple(r[8]),
-                     tuple(r[9] or ()))
+                     tuple(r[9] or ()), bool(r[10]))
 
 
 def ledger_states(cur, table: str) -> dict:
@@ -486,13 +518,24 @@ def check_loaded(cur, zstd: str, path: str, like, columns, expected: tuple[int, 
                         f"(checksum {expected[1]})")
 
 
+# --------------------------------------------------------------------------- off-site copies
+
+def store_copies(cfg, manifest: str | None, data: str, sha256: str) -> str:
+    """The off-site copies of a cold file and its manifest, each read back there; 'stored' or
+    'present' (an earlier run stored them). OffsiteError if either is not confirmed."""
+    if manifest is not None and os.path.exists(manifest):
+        offsite.put(cfg, manifest, sha256_of(manifest)[0])
+    answer = offsite.put(cfg, data, sha256)
+    return answer.split()[0]
+
+
 # --------------------------------------------------------------------------- export
 
 def run(job: Job) -> None:
     """The daily step: every eligible month of every table, then the late rows of cold months
     (both are tried; the job fails with both reasons if both fail)."""
     failures = []
-    for part in (export, supplement_late_rows):
+    for part in (export, supplement_late_rows, copy_missing_offsite):
         try:
             part(job)
         except JobAbort as exc:
@@ -554,7 +597,7 @@ def export(job: Job, table: str | None = None, month: _dt.date | None = None) ->
         for m, partition in plan.export:
             try:
                 export_month(job, t, m, partition, zstd)
-            except (ColdError, OSError) as exc:  # recorded by its step; the next month goes on
+            except (ColdError, OffsiteError, OSError) as exc:  # recorded by its step
                 failures.append(f"{t.name} {month_label(m)}: {exc}")
     if failures:
         raise JobAbort("; ".join(failures))
@@ -666,6 +709,12 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
             fsync_dir(paths.dir)
             st.set(file_state="written")
         st.set(bytes=size, sha256=sha256)
+        if not offsite.configured(job.cfg):
+            st.need_attention(f"{partition} stays archived: its file is the only copy, and a "
+                              "month is dropped only once the off-site host holds a verified "
+                              "second one; set [cold] offsite (maintenance_cold_offsite_host)")
+            return
+        st.set(offsite=store_copies(job.cfg, paths.manifest, paths.data, sha256))
         db.retry_on_lock_timeout(st, lambda: _drop_once(
             job, t, month, partition, covered, expected, paths, size, sha256, exported_at))
         st.set(dropped=partition)
@@ -690,12 +739,82 @@ def _drop_once(job, t, month, partition, covered, expected, paths, size, sha256,
         cur.execute(sql.SQL("DROP TABLE {part}").format(part=part))
         cur.execute(sql.SQL("""
             UPDATE {ledger} SET state = 'cold', cold_path = %s, cold_bytes = %s,
-                cold_sha256 = %s, exported_at = %s, recorded_at = now()
+                cold_sha256 = %s, exported_at = %s, recorded_at = now(),
+                offsite_sha256 = %s, offsite_verified_at = now()
             WHERE parent_table = %s AND month = %s AND state = 'archived'""").format(
             ledger=sql.Identifier(*LEDGER.split("."))),
-            (paths.data, size, sha256, exported_at, t.name, month))
+            (paths.data, size, sha256, exported_at, sha256, t.name, month))
         if cur.rowcount != 1:
             raise ColdError(f"the ledger row of {partition} is no longer 'archived'; rolled back")
+
+
+# --------------------------------------------------------------------------- second copies
+
+def copy_missing_offsite(job: Job) -> None:
+    """Cold files without a verified off-site copy (months that went cold, and supplements
+    written, before migration 0012): store them now. Each file is first checked against the
+    ledger's sha256, so a damaged file is reported, never copied."""
+    from psycopg2 import sql
+    if job.dry_run or not offsite.configured(job.cfg):
+        return
+    with db.transaction(job.conn) as cur:
+        cur.execute(sql.SQL("""
+            SELECT parent_table, month FROM {ledger}
+            WHERE state = 'cold' AND (offsite_verified_at IS NULL OR EXISTS (
+                SELECT 1 FROM jsonb_array_elements(cold_supplements) e
+                WHERE NOT e ? 'offsite_verified_at'))
+            ORDER BY parent_table, month""").format(ledger=sql.Identifier(*LEDGER.split("."))))
+        pending = cur.fetchall()
+    failures = []
+    for table, month in pending:
+        try:
+            with job.step("cold_offsite", table=table, month=month_label(month)) as st:
+                _copy_month_offsite(job, st, table, month)
+        except (ColdError, OffsiteError, OSError) as exc:  # recorded by its step
+            failures.append(f"{table} {month_label(month)}: {exc}")
+    if failures:
+        raise JobAbort("; ".join(failures))
+
+
+def _copy_month_offsite(job: Job, st, table: str, month: _dt.date) -> None:
+    from psycopg2 import sql
+    ledger = sql.Identifier(*LEDGER.split("."))
+    with db.transaction(job.conn) as cur:
+        row = ledger_row(cur, table, month)
+    if row is None or row.state != "cold":
+        return
+    stored = []
+    if not row.offsite_verified:
+        found = sha256_of(row.cold_path)[0] if os.path.isfile(row.cold_path) else "missing"
+        if found != row.cold_sha256:
+            raise ColdError(f"{row.cold_path} is {found if found == 'missing' else 'damaged'} "
+                            f"(the ledger's sha256 is {row.cold_sha256}): not copied; "
+                            "`hubctl cold restore` names what is left")
+        store_copies(job.cfg, manifest_path(row.cold_path), row.cold_path, row.cold_sha256)
+        with db.transaction(job.conn) as cur:
+            cur.execute(sql.SQL("UPDATE {ledger} SET offsite_sha256 = cold_sha256, "
+                                "offsite_verified_at = now() WHERE parent_table = %s "
+                                "AND month = %s AND cold_sha256 = %s").format(ledger=ledger),
+                        (table, month, row.cold_sha256))
+        stored.append(os.path.basename(row.cold_path))
+    for i, sup in enumerate(row.supplements):
+        if "offsite_verified_at" in sup:
+            continue
+        spath = os.path.join(os.path.dirname(row.cold_path), sup["file"])
+        found = sha256_of(spath)[0] if os.path.isfile(spath) else "missing"
+        if found != sup["sha256"]:
+            raise ColdError(f"{spath} is {found if found == 'missing' else 'damaged'} (the "
+                            f"ledger's sha256 is {sup['sha256']}): not copied")
+        store_copies(job.cfg, manifest_path(spath), spath, sup["sha256"])
+        with db.transaction(job.conn) as cur:
+            cur.execute(sql.SQL("""
+                UPDATE {ledger} SET cold_supplements = jsonb_set(cold_supplements,
+                    ARRAY[%s, 'offsite_verified_at'], to_jsonb(%s::text))
+                WHERE parent_table = %s AND month = %s
+                  AND cold_supplements -> %s ->> 'sha256' = %s""").format(ledger=ledger),
+                (str(i), now_iso(), table, month, i, sup["sha256"]))
+        stored.append(sup["file"])
+    st.set(stored=stored)
 
 
 # --------------------------------------------------------------------------- late rows
@@ -718,7 +837,7 @@ def supplement_late_rows(job: Job) -> None:
                 zstd = zstd_command()
             try:
                 supplement_month(job, t, month, default, zstd, waiting[month])
-            except (ColdError, OSError) as exc:  # recorded by its step; the next month goes on
+            except (ColdError, OffsiteError, OSError) as exc:  # recorded by its step
                 failures.append(f"{t.name} {month_label(month)}: {exc}")
     if failures:
         raise JobAbort("; ".join(failures))
@@ -731,10 +850,11 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
     One transaction: the rows are deleted from the default partition into a TEMP table, counted
     and checksummed over the ledger's columns, written through zstd to a temporary file, read
     back and compared; the file and its manifest get their final names (fsynced); the ledger
-    row adds their count, checksum and bytes and lists the file; then the commit. Any failure
-    before the commit rolls the delete back: the rows stay in the default partition. A file
-    left by a run whose commit did not happen is not in the ledger, and its rows are still in
-    the default partition: the next run writes it again.
+    row adds their count, checksum and bytes and lists the file; both files are stored off-site
+    and read back there; then the commit. Any failure before the commit rolls the delete back:
+    the rows stay in the default partition. A file left by a run whose commit did not happen is
+    not in the ledger, and its rows are still in the default partition: the next run removes
+    it and writes a new one (under a new name: the off-site store may hold the old one).
     """
     from psycopg2 import sql
     conn = job.conn
@@ -745,6 +865,10 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
             st.set(would="move them to a supplement file of the cold month")
             st.outcome = DRY_RUN
             return
+        if not offsite.configured(job.cfg):
+            raise ColdError("no off-site store is configured ([cold] offsite): a supplement "
+                            "needs its second copy before the rows leave the database; they "
+                            "stay in the default partition")
         with db.transaction(conn) as cur:
             row = ledger_row(cur, t.name, month)
             if row is None or row.state != "cold" or not row.cold_path:
@@ -756,13 +880,19 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
             if gone:
                 raise ColdError(f"{default} no longer has {', '.join(gone)}, which the month's "
                                 "checksum covers (docs/schema.md); nothing moved")
-            paths = supplement_paths(row.cold_path, len(row.supplements) + 1)
+            written_at = now_iso()
+            paths = supplement_paths(row.cold_path,
+                                     supplement_stamp(_dt.datetime.now(_dt.timezone.utc)))
             make_dir(paths.dir)
-            for stale in (paths.data, paths.manifest):
-                if os.path.exists(stale):
-                    # Not in the ledger: a run whose commit did not happen wrote it.
-                    st.set(rewritten=stale)
-            remove_quietly(paths.data, paths.manifest, paths.data_tmp, paths.manifest_tmp)
+            if os.path.exists(paths.data) or os.path.exists(paths.manifest):
+                raise ColdError(f"{paths.data} exists already (a run in the same second); "
+                                "nothing moved, the next run writes the rows")
+            stale = unlisted_supplements(row.cold_path, row.supplements)
+            if stale:
+                # Not in the ledger: written by runs whose commit did not happen; their rows
+                # are still in the default partition.
+                remove_quietly(*stale)
+                st.set(removed_unrecorded=len(stale))
             # The checksum's row text follows the session's TimeZone and DateStyle: the month's
             # file's, which restore uses for the whole month.
             main = manifest_path(row.cold_path)
@@ -789,7 +919,6 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
                 check_loaded(cur, zstd, paths.data_tmp, late, names, (count, checksum),
                              "supplement", covered)
                 sha256, size = sha256_of(paths.data_tmp)
-                written_at = now_iso()
                 manifest = build_manifest(
                     table=t.name, month=month, partition=default, control=t.control,
                     columns=columns, row_count=count, checksum=checksum, sha256=sha256,
@@ -805,8 +934,10 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
             except BaseException:
                 remove_quietly(paths.data_tmp, paths.manifest_tmp)
                 raise
+            st.set(offsite=store_copies(job.cfg, paths.manifest, paths.data, sha256))
             entry = {"file": os.path.basename(paths.data), "sha256": sha256, "bytes": size,
-                     "row_count": count, "checksum": str(checksum), "written_at": written_at}
+                     "row_count": count, "checksum": str(checksum), "written_at": written_at,
+                     "offsite_verified_at": now_iso()}
             cur.execute(sql.SQL("""
                 UPDATE {ledger} SET row_count = row_count + %s,
                     checksum = (checksum::numeric + %s)::text, cold_bytes = cold_bytes + %s,
@@ -904,26 +1035,22 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
             raise ColdError(reason)
         path = row.cold_path
         st.set(file=path)
-        if not os.path.isfile(path):
-            raise ColdError(f"the cold file {path} of {table} {label} is missing")
-        sha256, size = sha256_of(path)
-        if row.cold_sha256 is not None and sha256 != row.cold_sha256:
-            raise ColdError(f"{path} has sha256 {sha256}, the ledger recorded "
-                            f"{row.cold_sha256}: the file is damaged or not the one exported; "
-                            "nothing restored")
+        # Each file as the ledger recorded it: the local copy, or the off-site one in its place.
         # The month's own file holds the ledger's figures less its supplements' (late rows).
         late_rows, late_checksum = supplement_totals(row.supplements)
-        files = [(path, sha256, size, row.row_count - late_rows, row.checksum - late_checksum)]
+        wanted = [(path, row.cold_sha256, row.row_count - late_rows,
+                   row.checksum - late_checksum, f"the cold file of {table} {label}")]
         for n, sup in enumerate(row.supplements, 1):
-            spath = os.path.join(os.path.dirname(path), sup["file"])
-            if not os.path.isfile(spath):
-                raise ColdError(f"supplement {n} of {table} {label}, {spath}, is missing; "
-                                "nothing restored")
-            ssha, ssize = sha256_of(spath)
-            if ssha != sup["sha256"]:
-                raise ColdError(f"{spath} has sha256 {ssha}, the ledger recorded "
-                                f"{sup['sha256']}: the file is damaged; nothing restored")
-            files.append((spath, ssha, ssize, int(sup["row_count"]), int(sup["checksum"])))
+            wanted.append((os.path.join(os.path.dirname(path), sup["file"]), sup["sha256"],
+                           int(sup["row_count"]), int(sup["checksum"]),
+                           f"supplement {n} of {table} {label}"))
+        files = []
+        for fpath, fsha, fcount, fchecksum, what in wanted:
+            found = usable_copy(job.cfg, st, fpath, fsha, what, job.dry_run)
+            if found is None:       # dry run: it would be fetched
+                st.outcome = DRY_RUN
+                return
+            files.append((fpath, found[0], found[1], fcount, fchecksum))
         loads = []
         for fpath, fsha, fsize, fcount, fchecksum in files:
             names, formats = _file_columns(fpath, table, month, fsha, fsize, fcount, fchecksum,
@@ -962,6 +1089,71 @@ def restore(job: Job, table: str, month: _dt.date) -> None:
                     f"{path} ({row.row_count} rows, verified); drop it when done")))
             cur.execute(sql.SQL("ANALYZE {rel}").format(rel=rel))
         st.set(restored=qualified, checksum=str(row.checksum))
+
+
+def usable_copy(cfg, st, path: str, sha256: str, what: str,
+                dry_run: bool = False) -> tuple[str, int] | None:
+    """(sha256, size) of path once it holds the bytes the ledger recorded: the local file, or,
+    when that is missing or damaged, the off-site copy fetched, checked and put in its place
+    (a damaged file is kept beside it as <name>.damaged-<time>). Its manifest, if missing, is
+    fetched too. ColdError if neither copy will do. Under a dry run nothing is fetched: None
+    says a fetch would be needed."""
+    problem = None
+    if not os.path.isfile(path):
+        problem = "missing"
+    else:
+        found = sha256_of(path)
+        if found[0] == sha256:
+            _fetch_missing_manifest(cfg, st, path, dry_run)
+            return found
+        problem = f"damaged (sha256 {found[0]}, the ledger recorded {sha256})"
+    if not offsite.configured(cfg):
+        raise ColdError(f"{what}, {path}, is {problem}, and no off-site store is configured; "
+                        "nothing restored")
+    if dry_run:
+        st.set(would=f"fetch {what} from {cfg.cold.offsite}: the local file is {problem}")
+        return None
+    directory = os.path.dirname(path)
+    make_dir(directory)
+    tmp = os.path.join(directory, "." + os.path.basename(path) + ".fetch")
+    remove_quietly(tmp)
+    try:
+        try:
+            offsite.get(cfg, offsite.rel_name(cfg.jobs.cold_dir, path), tmp)
+        except OffsiteError as exc:
+            raise ColdError(f"{what}, {path}, is {problem}, and {exc}; nothing restored") from None
+        found = sha256_of(tmp)
+        if found[0] != sha256:
+            raise ColdError(f"{what}, {path}, is {problem}, and its off-site copy has sha256 "
+                            f"{found[0]}, not the ledger's {sha256}; nothing restored")
+        if os.path.exists(path):
+            os.rename(path, f"{path}.damaged-{supplement_stamp(_dt.datetime.now(_dt.timezone.utc))}")
+        os.rename(tmp, path)
+        fsync_dir(directory)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    st.set(from_offsite=st.fields.get("from_offsite", []) + [os.path.basename(path)])
+    _fetch_missing_manifest(cfg, st, path, dry_run)
+    return found
+
+
+def _fetch_missing_manifest(cfg, st, path: str, dry_run: bool) -> None:
+    """A cold file's manifest, if it is missing here, from the off-site store (checked against
+    the ledger by the restore, like a local one). Without it the restore still goes on."""
+    mpath = manifest_path(path)
+    if os.path.exists(mpath) or dry_run or not offsite.configured(cfg):
+        return
+    tmp = os.path.join(os.path.dirname(mpath), "." + os.path.basename(mpath) + ".fetch")
+    remove_quietly(tmp)
+    try:
+        offsite.get(cfg, offsite.rel_name(cfg.jobs.cold_dir, mpath), tmp)
+        os.rename(tmp, mpath)
+        fsync_dir(os.path.dirname(mpath))
+        st.set(from_offsite=st.fields.get("from_offsite", []) + [os.path.basename(mpath)])
+    except OffsiteError as exc:
+        remove_quietly(tmp)
+        st.set(manifest_fetch=str(exc)[:200])
 
 
 def _file_columns(path, table, month, sha256, size, row_count, checksum, checksum_columns,

@@ -22,6 +22,13 @@
                                            (default; the file systems the daily size snapshot
                                            records, NAME=PATH; the projection is about "data")
 
+    [cold]                                 (the off-site copies of the cold files, hubctl/offsite.py)
+    offsite = hubcold@offsite.example      (USER@HOST of hub-cold-store; absent or empty: none,
+                                           and no month is dropped, as it would have one copy)
+    port = 22                              (default)
+    ssh_key = /var/lib/hub/.ssh/cold_offsite        (default)
+    known_hosts = /var/lib/hub/.ssh/known_hosts     (default; the host's key must be in it)
+
 Later subcommands add their own sections to SECTIONS below.
 """
 
@@ -43,6 +50,8 @@ DEFAULT_COLD_AFTER_DAYS = 365
 DEFAULT_COLD_DIR = "/var/lib/hub/cold"
 DEFAULT_CAPACITY_VOLUMES = (("data", "/var/lib/postgresql"), ("repo1", "/var/lib/pgbackrest"))
 DEFAULT_PORT = 5432
+DEFAULT_COLD_SSH_KEY = "/var/lib/hub/.ssh/cold_offsite"
+DEFAULT_COLD_KNOWN_HOSTS = "/var/lib/hub/.ssh/known_hosts"
 DEFAULT_SSLMODE = "require"
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -56,7 +65,9 @@ SECTIONS = {
     "database": DATABASE_REQUIRED + DATABASE_OPTIONAL,
     "jobs": JOBS_KEYS,
     "capacity": ("volumes",),
+    "cold": ("offsite", "port", "ssh_key", "known_hosts"),
 }
+_OFFSITE_RE = re.compile(r"^[a-z_][a-z0-9_-]*@[A-Za-z0-9][A-Za-z0-9.-]*$")
 _VOLUME_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 _LOCK_TIMEOUT_RE = re.compile(r"^(\d+)\s*(us|ms|s|min|h|d)?$")
@@ -117,11 +128,20 @@ class CapacityConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ColdConfig:
+    offsite: str = ""        # USER@HOST of hub-cold-store; "" none
+    port: int = 22
+    ssh_key: str = DEFAULT_COLD_SSH_KEY
+    known_hosts: str = DEFAULT_COLD_KNOWN_HOSTS
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     path: str
     database: DatabaseConfig
     jobs: JobsConfig
     capacity: CapacityConfig = CapacityConfig()
+    cold: ColdConfig = ColdConfig()
 
 
 def load_config(path: str = DEFAULT_CONFIG, check_passfile: bool = True) -> Config:
@@ -157,11 +177,30 @@ def load_config(path: str = DEFAULT_CONFIG, check_passfile: bool = True) -> Conf
     try:
         database = _database_section(path, parser)
         capacity = _capacity_section(path, parser)
+        cold = _cold_section(path, parser)
         if check_passfile:
             check_passfile_usable(database)
     except ConfigError as exc:
         raise ConfigError(str(exc), alert_command=jobs.alert_command) from None
-    return Config(path=path, database=database, jobs=jobs, capacity=capacity)
+    return Config(path=path, database=database, jobs=jobs, capacity=capacity, cold=cold)
+
+
+def _cold_section(path: str, parser: configparser.ConfigParser) -> ColdConfig:
+    sec = parser["cold"] if parser.has_section("cold") else {}
+    offsite = (sec.get("offsite") or "").strip()
+    if offsite and not _OFFSITE_RE.match(offsite):
+        raise ConfigError(f"{path}: [cold] offsite {offsite!r} is not USER@HOST")
+    port_text = (sec.get("port") or "22").strip()
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{path}: [cold] port {port_text!r} is not a TCP port")
+    files = {}
+    for key, default in (("ssh_key", DEFAULT_COLD_SSH_KEY),
+                         ("known_hosts", DEFAULT_COLD_KNOWN_HOSTS)):
+        value = (sec.get(key) or default).strip()
+        if not os.path.isabs(value):
+            raise ConfigError(f"{path}: [cold] {key} must be an absolute path, got {value!r}")
+        files[key] = os.path.normpath(value)
+    return ColdConfig(offsite=offsite, port=int(port_text), **files)
 
 
 def _capacity_section(path: str, parser: configparser.ConfigParser) -> CapacityConfig:

@@ -38,7 +38,8 @@ def test_hub_commands_are_exactly_those_sudoers_allows():
 
 def test_offsite_commands_are_exactly_those_sudoers_allows():
     allowed = _sudoers_commands("backup_repo", "hub", "hubmaint")
-    used = {_cmdline(backup.backup_argv("hub", 2, "full")), _cmdline(backup.expire_argv("hub", 2)),
+    used = {_cmdline(backup.backup_argv("hub", 2, "full")), _cmdline(backup.backup_argv("hub", 2, "incr")),
+            _cmdline(backup.expire_argv("hub", 2)),
             _cmdline(backup.verify_argv("hub", 2)), _cmdline(backup.info_argv("hub")),
             _cmdline(walcheck.list_argv("hub", 2))}
     assert used == allowed
@@ -114,6 +115,7 @@ def test_info_without_the_stanza_is_an_error():
     (["backup", "full"], "backup-full", "full"),
     (["backup", "incr", "--stanza", "hub", "--dry-run"], "backup-incr", "incr"),
     (["backup", "offsite"], "backup-offsite", "offsite"),
+    (["backup", "offsite-incr", "--wait", "14400"], "backup-offsite-incr", "offsite-incr"),
     (["backup", "verify", "--repo", "2"], "backup-verify", "verify"),
 ])
 def test_command_line_names_each_job(argv, job, kind):
@@ -145,3 +147,14 @@ def test_a_backup_with_invalid_page_checksums_is_a_problem():
 def test_a_pgbackrest_that_hangs_is_stopped_and_reported():
     with pytest.raises(backup.PgBackRestError, match="did not finish within 0.2 s"):
         backup.run_pgbackrest(["/bin/sleep", "5"], timeout=0.2)
+
+
+def test_the_weekly_off_site_incremental_goes_to_repo2(monkeypatch):
+    """backup offsite-incr: an incremental into repo2 with the command line the off-site
+    sudoers allows, then repo2's expire."""
+    ran = []
+    monkeypatch.setattr(backup, "backup", lambda job, stanza, repo, kind: ran.append((stanza, repo, kind)))
+    args = cli.build_parser().parse_args(["backup", "offsite-incr"])
+    backup.body(args)(None)
+    assert ran == [("hub", backup.OFFSITE_REPO, "incr")]
+    assert backup.backup_argv("hub", 2, "incr")[-4:] == ["--stanza=hub", "--repo=2", "--type=incr", "backup"]

@@ -164,17 +164,37 @@ def test_manifest_problems_compare_the_checksum_columns_when_the_manifest_has_th
     assert manifest_problems(older, **good, checksum_columns=["allocation_key"]) == []
 
 
-def test_supplements_are_numbered_beside_the_months_file():
-    p = cold.supplement_paths("/var/lib/hub/cold/t/t_2025-08.copy.zst", 1)
-    assert p.data == "/var/lib/hub/cold/t/t_2025-08.late-01.copy.zst"
-    assert p.manifest == "/var/lib/hub/cold/t/t_2025-08.late-01.manifest.json"
-    assert p.data_tmp == "/var/lib/hub/cold/t/.t_2025-08.late-01.copy.zst.tmp"
-    assert p.manifest_tmp == "/var/lib/hub/cold/t/.t_2025-08.late-01.manifest.json.tmp"
-    assert cold.supplement_paths("/c/t/t_2025-08.copy.zst", 12).data == "/c/t/t_2025-08.late-12.copy.zst"
+def test_supplements_are_named_by_their_time_beside_the_months_file():
+    stamp = cold.supplement_stamp(dt.datetime(2026, 12, 7, 3, 0, 12, tzinfo=dt.timezone.utc))
+    assert stamp == "20261207T030012Z"
+    # Another zone's clock gives the same UTC name.
+    plus9 = dt.timezone(dt.timedelta(hours=9))
+    assert cold.supplement_stamp(dt.datetime(2026, 12, 7, 12, 0, 12, tzinfo=plus9)) == stamp
+    p = cold.supplement_paths("/var/lib/hub/cold/t/t_2025-08.copy.zst", stamp)
+    assert p.data == "/var/lib/hub/cold/t/t_2025-08.late-20261207T030012Z.copy.zst"
+    assert p.manifest == "/var/lib/hub/cold/t/t_2025-08.late-20261207T030012Z.manifest.json"
+    assert p.data_tmp == "/var/lib/hub/cold/t/.t_2025-08.late-20261207T030012Z.copy.zst.tmp"
     with pytest.raises(ValueError):
-        cold.supplement_paths("/c/t/t_2025-08.copy.zst", 0)
+        cold.supplement_paths("/c/t/t_2025-08.copy.zst", "01")
     with pytest.raises(ValueError):
-        cold.supplement_paths("/c/t/t_2025-08.json", 1)
+        cold.supplement_paths("/c/t/t_2025-08.json", stamp)
+
+
+def test_unlisted_supplements_are_the_ones_no_commit_recorded(tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    names = ["t_2025-08.copy.zst", "t_2025-08.manifest.json",
+             "t_2025-08.late-20261207T030012Z.copy.zst", "t_2025-08.late-20261207T030012Z.manifest.json",
+             "t_2025-08.late-20261208T030012Z.copy.zst", "t_2025-08.late-20261208T030012Z.manifest.json",
+             ".t_2025-08.late-20261209T030012Z.copy.zst.tmp", "t_2025-09.late-20261208T030012Z.copy.zst"]
+    for n in names:
+        (d / n).write_text("x")
+    listed = [{"file": "t_2025-08.late-20261207T030012Z.copy.zst"}]
+    found = cold.unlisted_supplements(str(d / "t_2025-08.copy.zst"), listed)
+    assert [p.rsplit("/", 1)[1] for p in found] == [
+        ".t_2025-08.late-20261209T030012Z.copy.zst.tmp",
+        "t_2025-08.late-20261208T030012Z.copy.zst", "t_2025-08.late-20261208T030012Z.manifest.json"]
+    assert cold.unlisted_supplements(str(tmp_path / "gone" / "t_2025-08.copy.zst"), []) == []
 
 
 def test_supplement_totals_are_what_the_month_file_lacks():

@@ -319,3 +319,25 @@ def test_a_failed_job_alerts_at_once(host):
         host.run(f"systemctl start {service}")
     new = alerts(host)[len(before):]
     assert "daily" in new
+
+
+def test_the_jobs_key_reaches_the_off_site_store_for_one_command(host, offsite):
+    """The jobs' SSH key (made on the hub) is authorized on the off-site host for hub-cold-store
+    only, against that host's own key; the store's passphrase is readable by its user alone."""
+    key = host.file("/var/lib/hub/.ssh/cold_offsite")
+    assert key.user == "hubmaint" and key.mode == 0o600
+    public = host.file("/var/lib/hub/.ssh/cold_offsite.pub").content_string.split()[1]
+    authorized = offsite.file("/var/lib/hub-cold-store/.ssh/authorized_keys").content_string
+    lines = [line for line in authorized.splitlines() if public in line]
+    assert len(lines) == 1 and lines[0].startswith('restrict,command="/usr/local/bin/hub-cold-store" '), authorized
+    name = offsite.backend.get_hostname()
+    assert f"offsite = hubcold@{name}" in host.file("/etc/hub/hubctl.conf").content_string
+    known = host.file("/var/lib/hub/.ssh/known_hosts").content_string
+    host_key = offsite.file("/etc/ssh/ssh_host_ed25519_key.pub").content_string.split()[1]
+    assert f"{name} ssh-ed25519 {host_key}" in known
+    passphrase = offsite.file("/etc/hub-cold-store/passphrase")
+    assert (passphrase.user, passphrase.group, passphrase.mode) == ("root", "hubcold", 0o440)
+    assert offsite.user("hubcold").password in ("*", "!", "!*")
+    listed = host.run("sudo -u hubmaint ssh -i /var/lib/hub/.ssh/cold_offsite -o IdentitiesOnly=yes -o BatchMode=yes "
+                      f"-o UserKnownHostsFile=/var/lib/hub/.ssh/known_hosts hubcold@{name} list </dev/null")
+    assert listed.rc == 0, listed.stderr

@@ -3,22 +3,25 @@
 Runs after test_3 (file order), which left the oldest month of v1_hub_work_allocations in
 v1_hub_work_allocations_archive with 101 rows, 'archived' in hub_archived_partitions. Time moves
 to the day that month has been over for 365 days. Checked as an operator would: a damaged file
-is refused before anything is dropped, the file and its manifest, the ledger, the partition
-gone, a restore into hub_restored with the ledger's count and checksum, a damaged copy refused
-by the restore. The restored table is dropped at the end, as docs/operations.md says."""
+is refused before anything is dropped; without a verified off-site copy (no store configured, or
+one that does not answer) nothing is dropped; the file and its manifest, their encrypted copies
+on the off-site host, the ledger, the partition gone, a restore into hub_restored with the
+ledger's count and checksum, a damaged local copy replaced by the off-site one (and refused when
+there is none). The restored table is dropped at the end, as docs/operations.md says."""
 
 import datetime
 import json
 import shlex
 
 import pytest
-from conftest import HUBCTL, alert_mark, psql, psql_as
+from conftest import HUBCTL, alert_mark, alerts, psql, psql_as
 
 # The hub only: the off-site backup host has its own tests (test_6_backup.py).
 testinfra_hosts = ["ansible://hub_db"]
 
 TABLE = "v1_hub_work_allocations"
 COLD_DIR = "/var/lib/hub/cold"
+STORE = "sudo -u hubcold /usr/local/bin/hub-cold-store"
 CHECKSUM = "coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0)"
 
 
@@ -55,7 +58,7 @@ def ledger(host, start) -> dict:
     return json.loads(
         psql(
             host,
-            "SELECT row_to_json(l) FROM (SELECT row_count, checksum, state, cold_path, cold_bytes, cold_sha256, "
+            "SELECT row_to_json(l) FROM (SELECT row_count, checksum, state, cold_path, cold_bytes, cold_sha256, offsite_sha256, "
             f"exported_at IS NOT NULL AS exported FROM hub_archived_partitions WHERE parent_table = '{TABLE}' "
             f"AND month = '{start}') l",
         )
@@ -139,11 +142,46 @@ def test_a_file_that_does_not_verify_is_kept_and_nothing_is_dropped(host, month,
         host.run(f"rm -f {month['path']} {month['manifest']}")
 
 
-def test_export_writes_a_verified_file_then_drops_the_partition(host, month):
+def other_config(host, name: str, store: str | None) -> str:
+    """A copy of hubctl's configuration with [cold] offsite set to `store`, or without [cold]."""
+    path = f"/etc/hub/hubctl-{name}.conf"
+    edit = (f"sed 's/^offsite = .*/offsite = {store}/'" if store else "sed '/^\\[cold\\]/,/^$/d'")
+    made = host.run(f"{edit} /etc/hub/hubctl.conf > {path} && chown root:hubmaint {path} && chmod 0640 {path}")
+    assert made.rc == 0, made.stderr
+    has_cold = host.file(path).contains("^\\[cold\\]")
+    assert has_cold == bool(store)
+    return path
+
+
+@pytest.mark.parametrize("store", [None, "hubcold@offsite-gone.invalid"])
+def test_without_a_verified_off_site_copy_nothing_is_dropped(host, month, store):
+    """The month's file is written and verified, but it would be the only copy: no store
+    configured (attention, exit 3) or a store that does not answer (failed, alerted)."""
+    config = other_config(host, "no-store" if store is None else "store-down", store)
+    mark = alert_mark(host)
+    try:
+        result = host.run(f"{HUBCTL} --config {config} cold export --today {month['today']} --table {TABLE}")
+        line = export_line(result, month)
+        if store is None:
+            assert result.rc == 3, result.stdout + result.stderr
+            assert "stays archived: its file is the only copy" in line
+        else:
+            assert result.rc == 1, result.stdout + result.stderr
+            assert "did not store" in line and "offsite-gone.invalid" in line
+        assert "dropped=" not in line
+        assert attached(host, month["partition"])
+        assert ledger(host, month["start"])["state"] == "archived"
+        assert psql(host, f"SELECT count(*) FROM {month['partition']}") == str(month["rows"])
+        assert "cold" in alerts(host, mark)
+    finally:
+        host.run(f"rm -f {config} {month['path']} {month['manifest']}")
+
+
+def test_export_writes_a_verified_file_then_drops_the_partition(host, offsite, month):
     result = host.run(f"{HUBCTL} cold export --today {month['today']}")
     assert result.rc == 0, result.stdout + result.stderr
     line = export_line(result, month)
-    assert "file_state=written" in line
+    assert "file_state=written" in line and "offsite=stored" in line
     assert f"dropped={month['partition']}" in line and f"rows={month['rows']}" in line
 
     data = host.file(month["path"])
@@ -161,6 +199,15 @@ def test_export_writes_a_verified_file_then_drops_the_partition(host, month):
     assert entry["cold_sha256"] == data.sha256sum and entry["cold_bytes"] == data.size
     assert entry["exported"] is True
     assert (entry["row_count"], entry["checksum"]) == (month["rows"], month["checksum"])
+    # The second copy, on the off-site host: encrypted there, and it reads back as the hub's file.
+    assert entry["offsite_sha256"] == data.sha256sum
+    for path in (month["path"], month["manifest"]):
+        rel = path[len(COLD_DIR) + 1:]
+        checked = offsite.run(f"{STORE} check {rel} {host.file(path).sha256sum}")
+        assert checked.rc == 0, checked.stderr
+        stored = offsite.file(f"/var/lib/hub-cold-store/files/{rel}.enc")
+        assert stored.user == "hubcold" and stored.mode == 0o600
+        assert offsite.run(f"zstd -t /var/lib/hub-cold-store/files/{rel}.enc").rc != 0
     assert not attached(host, month["partition"])
     rows = psql(
         host,
@@ -223,20 +270,33 @@ def test_a_month_never_archived_or_not_cold_is_bad_input_not_a_page(host, month)
     assert (job_runs(host), alert_mark(host)) == before
 
 
-def test_a_damaged_copy_is_not_restored(host, month):
+def test_a_damaged_copy_is_replaced_by_the_off_site_one(host, month):
     psql(host, f"DROP TABLE {month['restored']}")
-    original = month["path"] + ".orig"
-    assert host.run(f"cp -p {month['path']} {original}").rc == 0
+    good = host.file(month["path"]).sha256sum
+    flip_a_byte(host, month["path"])
+    damaged = host.file(month["path"]).sha256sum
+    # Without the off-site store, a damaged file is refused: nothing restored.
+    config = other_config(host, "no-store", None)
     try:
-        flip_a_byte(host, month["path"])
-        result = host.run(f"{HUBCTL} cold restore {month['label']} --today {month['today']}")
+        result = host.run(f"{HUBCTL} --config {config} cold restore {month['label']} --today {month['today']}")
         assert result.rc == 1, result.stdout + result.stderr
-        assert "has sha256" in result.stdout and "nothing restored" in result.stdout
+        assert "is damaged" in result.stdout and "no off-site store is configured" in result.stdout
+        assert "nothing restored" in result.stdout
         assert psql(host, f"SELECT to_regclass('{month['restored']}') IS NULL") == "t"
+        assert host.file(month["path"]).sha256sum == damaged
     finally:
-        assert host.run(f"mv {original} {month['path']}").rc == 0
-    # With the good file back, the restore works; the operator drops the table when done.
+        host.run(f"rm -f {config}")
+    # With it, the off-site copy takes the damaged file's place (kept aside) and the restore
+    # goes on with the ledger's figures; the operator drops the table when done.
     result = host.run(f"{HUBCTL} cold restore {month['label']} --today {month['today']}")
     assert result.rc == 0, result.stdout + result.stderr
+    assert f"from_offsite={TABLE}_{month['label']}.copy.zst" in result.stdout
+    assert host.file(month["path"]).sha256sum == good
+    aside = host.run(f"ls {month['path']}.damaged-*").stdout.split()
+    assert len(aside) == 1 and host.file(aside[0]).sha256sum == damaged
+    host.run(f"rm -f {aside[0]}")
+    assert psql(host, f"SELECT count(*) || ' ' || {CHECKSUM} FROM {month['restored']} t") == (
+        f"{month['rows']} {month['checksum']}"
+    )
     psql(host, f"DROP TABLE {month['restored']}")
     assert ledger(host, month["start"])["state"] == "cold"

@@ -358,6 +358,7 @@ def the_walk_went_on_after_the_migration(host, before):
     supplements = json.loads(psql(host, "SELECT cold_supplements FROM hub_archived_partitions "
                                         f"WHERE parent_table = '{TABLE}' AND month = '{cold_month}'"))
     assert [s["row_count"] for s in supplements] == [1], supplements
+    assert supplements[0]["offsite_verified_at"], supplements
     supplement = os.path.join(os.path.dirname(now["cold_path"]), supplements[0]["file"])
     assert host.run(f"sha256sum {supplement}").stdout.split()[0] == supplements[0]["sha256"]
     assert "walk-late3" in host.run(f"zstd -dcq {supplement}").stdout
@@ -368,11 +369,20 @@ def the_walk_went_on_after_the_migration(host, before):
                 (entry["row_count"], str(entry["checksum"])), m
     # Both kinds of cold file restore with the ledger's count and checksum: one exported before
     # the migration (no new column in it), one after.
+    # The second one's file and manifest are gone from the hub: the restore takes the off-site
+    # copies, checks them against the ledger and puts them back.
     for m in (min(m for m, st in before["states"].items() if st == "cold"), went_cold[0]):
         label = f"{m:%Y-%m}"
         restored = f"hub_restored.{TABLE}_p{m:%Y_%m}"
+        path = walk_ledger(host, m)["cold_path"]
+        if m == went_cold[0]:
+            host.run(f"rm {path} {path.replace('.copy.zst', '.manifest.json')}")
         result = host.run(f"{HUBCTL} cold restore {label}")
         assert result.rc == 0, result.stdout + result.stderr
+        if m == went_cold[0]:
+            assert "from_offsite=" in result.stdout and path.rsplit("/", 1)[1] in result.stdout
+            assert host.file(path).sha256sum == cold_sha256(host, m)
+            assert host.file(path.replace(".copy.zst", ".manifest.json")).exists
         entry = walk_ledger(host, m)
         assert recount(host, m, ledger_columns(host, m), restored) == (entry["row_count"], str(entry["checksum"]))
         if m == late_month:
@@ -380,6 +390,10 @@ def the_walk_went_on_after_the_migration(host, before):
         if m == cold_month:
             assert psql(host, f"SELECT {NEW_COLUMN} FROM {restored} WHERE client_id = 'walk-late3'") == "9"
         psql(host, f"DROP TABLE {restored}")
+
+
+def cold_sha256(host, month: datetime.date) -> str:
+    return psql(host, f"SELECT cold_sha256 FROM hub_archived_partitions WHERE parent_table = '{TABLE}' AND month = '{month}'")
 
 
 def walk_ledger(host, month: datetime.date) -> dict:
@@ -489,3 +503,58 @@ def late_rows_follow_their_month(host, walk, today):
     assert "step=late_rows" in result.stdout
     assert walk_ledger(host, month)["row_count"] == count + 1
     assert int(psql(host, f"SELECT count(*) FROM {TABLE}_archive WHERE client_id = 'walk-late' AND work_date >= '{START}'")) == 1
+
+
+# --------------------------------------------------------------------------- the off-site copies
+
+STORE_FILES = "/var/lib/hub-cold-store/files"
+COLD_DIR = "/var/lib/hub/cold"
+
+
+def cold_files(host) -> list:
+    """(path, sha256) of every cold file the ledger lists: months' files and supplements."""
+    rows = json.loads(psql(host, """
+        SELECT coalesce(json_agg(json_build_object('path', cold_path, 'sha256', cold_sha256,
+                                 'offsite', offsite_sha256, 'supplements', cold_supplements)), '[]')
+        FROM hub_archived_partitions WHERE state = 'cold'"""))
+    files = []
+    for r in rows:
+        assert r["offsite"] == r["sha256"], r           # verified off-site before the drop
+        files.append((r["path"], r["sha256"]))
+        for sup in r["supplements"]:
+            assert sup["offsite_verified_at"], sup
+            files.append((os.path.join(os.path.dirname(r["path"]), sup["file"]), sup["sha256"]))
+    return files
+
+
+def test_every_cold_file_has_a_verified_encrypted_copy_off_site(host, offsite):
+    files = cold_files(host)
+    assert len(files) >= 3, files
+    for path, sha256 in files:
+        rel = path[len(COLD_DIR) + 1:]
+        checked = offsite.run(f"sudo -u hubcold /usr/local/bin/hub-cold-store check {rel} {sha256}")
+        assert checked.rc == 0, (rel, checked.stderr)
+        # Encrypted: not a zstd stream, no row text.
+        assert offsite.run(f"zstd -t {STORE_FILES}/{rel}.enc").rc != 0
+        assert offsite.run(f"grep -c walk- {STORE_FILES}/{rel}.enc").stdout.strip() == "0"
+
+
+def test_the_hub_cannot_overwrite_or_remove_the_off_site_copies(host, offsite):
+    """Root on the hub holds one credential for the store, the jobs' SSH key: it adds and
+    reads, and nothing else."""
+    path, _ = cold_files(host)[0]
+    rel = path[len(COLD_DIR) + 1:]
+    before = offsite.run(f"cd {STORE_FILES} && find . -type f | sort | xargs sha256sum").stdout
+    assert rel in before
+    ssh = ("sudo -u hubmaint ssh -i /var/lib/hub/.ssh/cold_offsite -o IdentitiesOnly=yes -o BatchMode=yes "
+           f"-o UserKnownHostsFile=/var/lib/hub/.ssh/known_hosts hubcold@{offsite.backend.get_hostname()}")
+    for request in (f"rm -f files/{rel}.enc", "sh -c id", f"put ../{rel} {'0' * 64}", "find / -delete"):
+        result = host.run(f"{ssh} {request!r} </dev/null")
+        assert result.rc == 2 and "refused" in result.stderr, (request, result.rc, result.stderr)
+    other = "not the month's rows"
+    result = host.run(f"printf %s {other!r} | {ssh} put {rel} $(printf %s {other!r} | sha256sum | cut -c1-64)")
+    assert result.rc == 1 and "never overwritten" in result.stderr, result.stderr
+    # Its copy still reads back as the hub's file.
+    got = host.run(f"{ssh} get {rel} </dev/null | sha256sum")
+    assert got.stdout.split()[0] == host.file(path).sha256sum
+    assert offsite.run(f"cd {STORE_FILES} && find . -type f | sort | xargs sha256sum").stdout == before

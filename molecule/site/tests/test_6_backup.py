@@ -88,6 +88,10 @@ def test_cron_runs_the_backup_schedule(hub, offsite):
     assert on_offsite["verify"][:6] == ["0", "6", "*", "*", "4", "hubmaint"]
     assert on_offsite["offsite"][6] == ("/usr/local/bin/hubctl backup offsite --stanza hub "
                                         ">> /var/log/hub/backup-offsite.log 2>&1")
+    # The weekly incremental to repo2 (Sunday 06:00) waits for a monthly full on the same morning.
+    assert on_offsite["offsite-incr"][:6] == ["0", "6", "*", "*", "0", "hubmaint"]
+    assert on_offsite["offsite-incr"][6] == ("/usr/local/bin/hubctl backup offsite-incr --wait 14400 "
+                                             "--stanza hub >> /var/log/hub/backup-offsite.log 2>&1")
     # The off-site host checks repo2's archive itself and repairs a hole with a new off-site full.
     walcheck = [f for f in on_offsite.values() if f[6].startswith("/usr/local/bin/hubctl wal-check ")]
     assert len(walcheck) == 1 and walcheck[0][:6] == ["*/30", "*", "*", "*", "*", "hubmaint"], walcheck
@@ -156,6 +160,18 @@ def test_offsite_full_to_repo2_is_recorded_in_the_hubs_database(hub, offsite):
     assert last_run(hub, "backup-offsite") == ["ok", offsite.check_output("hostname")]
     assert backups(offsite, 2, "full")
     assert backups(hub, 2, "full")  # the hub reads repo2's backups through the TLS server
+
+
+def test_the_weekly_offsite_incremental_chains_on_repo2s_full(hub, offsite):
+    """A restore from repo2 then replays WAL from the newest incremental (a week at most), not
+    from the monthly full; test_restore_from_each_repository restores this chain."""
+    result = job(offsite, "backup offsite-incr")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "step=backup repo=2 type=incr" in result.stdout
+    newest_full = backups(offsite, 2, "full")[-1]["label"]
+    incr = backups(offsite, 2, "incr")
+    assert incr and incr[-1]["prior"] == newest_full, incr
+    assert last_run(hub, "backup-offsite-incr") == ["ok", offsite.check_output("hostname")]
 
 
 def test_wal_reaches_both_repositories(hub):

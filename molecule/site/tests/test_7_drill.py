@@ -26,7 +26,7 @@ WAL_END = "WAL replayed to the end of repo2's archive"
 # Every check of files/drill_verify.py; the WAL end is checked for a restore to the newest point.
 CHECKS = {"archive_mode is off", "writable", "pg_amcheck", "archive ledger",
           "partitions vs backup manifest", "partitions ahead", "archive queryable", "markers",
-          "roles log in"}
+          "roles log in", "cold month from the off-site copy"}
 PHASES = ("provision", "restore", "wal_replay_and_promotion", "verification")
 
 
@@ -67,7 +67,11 @@ def write_and_ship(hub, *notes: str) -> str:
     raise AssertionError(f"repo2 did not receive {segment} within 120 s")
 
 
-def test_the_drill_restores_repo2_onto_a_fresh_host_and_its_report_passes(hub, target):
+def report_markdown() -> str:
+    return max(REPORTS.glob("*.md"), key=lambda p: p.stat().st_mtime).read_text()
+
+
+def test_the_drill_restores_repo2_onto_a_fresh_host_and_its_report_passes(hub, offsite, target):
     assert not target.exists("psql"), "the drill host must start without PostgreSQL"
     psql(hub, "CREATE TABLE drill_probe (note text PRIMARY KEY)", db="postgres")
     write_and_ship(hub, "before-the-drill")
@@ -81,6 +85,17 @@ def test_the_drill_restores_repo2_onto_a_fresh_host_and_its_report_passes(hub, t
     assert "0 finding(s)" in checks["pg_amcheck"]["detail"]
     # The lifecycle test archived months: the copy holds each exactly as the ledger says.
     assert checks["archive ledger"]["months"] > 0, checks["archive ledger"]
+    # It also made months cold: the report lists them with their off-site copies, and the
+    # newest cold month of the allocations, fetched from the off-site store alone (the hub's
+    # files are not used), holds the copy's ledger count and checksum.
+    cold = report["cold_months"]
+    assert cold and all(m["offsite_verified_at"] for m in cold), cold
+    cold_check = checks["cold month from the off-site copy"]
+    newest = max(m["month"] for m in cold if m["table"] == "v1_hub_work_allocations")
+    assert (cold_check["table"], cold_check["month"]) == ("v1_hub_work_allocations", newest), cold_check
+    assert cold_check["rows"] > 0 and cold_check["files"] >= 1, cold_check
+    assert "| v1_hub_work_allocations | " + newest in report_markdown(), "cold months missing from the report"
+    assert not offsite.run("ls -d /tmp/hub-drill-cold.*").stdout.strip(), "the drill left files on the off-site host"
     assert checks["partitions vs backup manifest"]["partitions"] > 0, checks["partitions vs backup manifest"]
     assert report["drill"]["target"] == "latest" and "--archive-mode=off" in report["drill"]["restore_options"]
     assert report["drill"]["provisioned"] is True

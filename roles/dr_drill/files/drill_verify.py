@@ -13,6 +13,11 @@ roles' passwords):
 ("archive_end", repo2's newest archived WAL segment when the drill read it, is given for a
 restore to the newest point only: a targeted restore stops before it on purpose.)
 
+With {"mode": "cold", "cold": {"dir": DIR, "table": T, "month": "YYYY-MM-01"}} it checks one
+cold month instead, from the files the role fetched from the off-site store into DIR: each
+file's sha256 against the copy's ledger, then the month's file and its supplements loaded into a
+TEMP table, whose count and checksum must be the ledger's. zstd must be installed.
+
 Each check is {"name", "ok", "detail"}; "ok" is false only for a finding that makes the copy
 unfit. The script exits 0 whenever it could print its report (the role judges it), 1 if it
 could not even connect. Only Debian's python3 and python3-psycopg2 are needed. It never prints
@@ -27,10 +32,13 @@ the server's TimeZone and DateStyle (the drill host is built with the hub's sett
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import psycopg2
 from psycopg2 import sql
@@ -238,14 +246,101 @@ def check_ledger(cur, rep, tables):
         if not same:
             bad.append(f"{schema}.{part}: {now_count} rows, checksum {now_sum}; "
                        f"ledger {count} rows, checksum {checksum}")
+    # The cold months and their copies (the second, off-site one from migration 0012 on).
+    listed = [r[0] for r in q(cur, "SELECT to_jsonb(l) FROM public.hub_archived_partitions l "
+                                   "WHERE state = 'cold' ORDER BY parent_table, month")]
+    rep.facts["cold_months"] = [
+        {"table": r["parent_table"], "month": str(r["month"])[:7], "rows": r["row_count"],
+         "file": os.path.basename(r.get("cold_path") or ""),
+         "supplements": len(r.get("cold_supplements") or []),
+         "offsite_verified_at": r.get("offsite_verified_at")} for r in listed]
+    offsite = sum(1 for r in rep.facts["cold_months"] if r["offsite_verified_at"])
     detail = (f"{checked} archived month(s) equal to the ledger (count and checksum)"
-              f"; {cold} cold month(s) live in files outside the backups, not checked")
+              f"; {cold} cold month(s) in files outside the backups ({offsite} with a verified "
+              "off-site copy; the drill restores one from it)")
     if unverified:
         detail += (f"; {len(unverified)} not yet read back by the archive job, differing "
                    f"(not a finding): {', '.join(unverified)}")
     if bad:
         detail += "; MISMATCH: " + " | ".join(bad[:FINDINGS_SHOWN])
     rep.check("archive ledger", not bad, detail, months=checked)
+
+
+COLD_CHECK = "cold month from the off-site copy"
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_zstd(cur, path, relation, columns):
+    """COPY a zstd-compressed COPY text file into relation (columns in the file's order)."""
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        relation, sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(["zstd", "-d", "-q", "-c", "--", path], stdout=subprocess.PIPE,
+                                stderr=err, stdin=subprocess.DEVNULL)
+        try:
+            cur.copy_expert(copy.as_string(cur.connection), proc.stdout)
+        finally:
+            proc.stdout.close()
+            rc = proc.wait()
+        if rc != 0:
+            err.seek(0)
+            raise RuntimeError(f"zstd cannot read {path}: {err.read().decode(errors='replace')}")
+
+
+def check_cold_month(cur, rep, tables, cold):
+    """One cold month, from the files fetched from the off-site store: the files are the
+    ledger's (sha256), and together they hold the ledger's count and checksum."""
+    directory, table, month = cold["dir"], cold["table"], cold["month"]
+    row = one(cur, "SELECT to_jsonb(l) FROM public.hub_archived_partitions l "
+                   "WHERE parent_table = %s AND month = %s AND state = 'cold'", (table, month))
+    if row is None:
+        rep.check(COLD_CHECK, False, f"{table} {month[:7]} is not cold in the copy's ledger")
+        return
+    led = row[0]
+    schema = next((sc for sc, name, _ in tables or [] if name == table), None)
+    if schema is None:
+        rep.check(COLD_CHECK, False, f"{table} is not in partman.part_config")
+        return
+    files = [(os.path.basename(led["cold_path"]), led["cold_sha256"])]
+    files += [(s["file"], s["sha256"]) for s in led.get("cold_supplements") or []]
+    bad = []
+    for name, sha in files:
+        path = os.path.join(directory, name)
+        if not os.path.isfile(path):
+            bad.append(f"{name}: not fetched")
+        elif sha256_of(path) != sha:
+            bad.append(f"{name}: sha256 {sha256_of(path)}, the ledger's {sha}")
+    if bad:
+        rep.check(COLD_CHECK, False, "; ".join(bad), table=table, month=month[:7])
+        return
+    first = None
+    cur.execute(sql.SQL("CREATE TEMP TABLE hub_drill_cold (LIKE {}) ON COMMIT DROP").format(
+        sql.Identifier(schema, table + "_archive")))
+    for name, _ in files:
+        stem = name[:-len(".copy.zst")]
+        with open(os.path.join(directory, stem + ".manifest.json"), encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        if first is None:
+            first = manifest
+            # The row text (and so the checksum) follows the export's TimeZone and DateStyle.
+            cur.execute("SELECT set_config('TimeZone', %s, true), set_config('DateStyle', %s, true)",
+                        (manifest["timezone"], manifest["datestyle"]))
+        load_zstd(cur, os.path.join(directory, name), sql.Identifier("hub_drill_cold"),
+                  [c["name"] for c in manifest["columns"]])
+    count, checksum = one(cur, sql.SQL("SELECT count(*), {} FROM hub_drill_cold AS t").format(
+        checksum_sql(led.get("checksum_columns"))))
+    same = int(count) == int(led["row_count"]) and str(checksum) == str(led["checksum"])
+    rep.check(COLD_CHECK, same,
+              f"{table} {month[:7]} from {len(files)} file(s) of the off-site store: {count} rows, "
+              f"checksum {checksum}; ledger {led['row_count']} rows, checksum {led['checksum']}",
+              table=table, month=month[:7], files=len(files), rows=int(count))
 
 
 def check_manifest(cur, rep):
@@ -415,6 +510,17 @@ def main():
     except psycopg2.Error as exc:
         print(json.dumps({"ok": False, "error": " ".join(str(exc).split())}))
         return 1
+    if params.get("mode") == "cold":
+        try:
+            with conn.cursor() as cur:
+                check_cold_month(cur, rep, live_tables(cur), params["cold"])
+        except Exception as exc:  # the finding goes into the report
+            rep.check(COLD_CHECK, False, " ".join(str(exc).split())[:500])
+        finally:
+            conn.rollback()
+            conn.close()
+        print(json.dumps(rep.as_dict(), default=str))
+        return 0
     try:
         with conn.cursor() as cur:
             in_recovery = check_server(cur, rep)
