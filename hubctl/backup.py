@@ -35,8 +35,9 @@ DEFAULT_STANZA = "hub"
 LOCAL_REPO, OFFSITE_REPO = 1, 2
 KINDS = ("full", "incr", "offsite", "offsite-incr", "expire", "verify")
 # backup-status calls a repository stale when its newest good backup is older than this:
-# repo1 has a backup every day (26 h leaves two hours for a slow run), repo2 one a month.
-DEFAULT_MAX_AGE_HOURS = {LOCAL_REPO: 26, OFFSITE_REPO: 32 * 24}
+# repo1 has a backup every day (26 h leaves two hours for a slow run), repo2 one a week (the
+# Sunday incremental; the RTO from repo2 counts on at most a week of WAL to replay).
+DEFAULT_MAX_AGE_HOURS = {LOCAL_REPO: 26, OFFSITE_REPO: 7 * 24 + 26}
 OUTPUT_TAIL = 600
 # `info` contacts every repository. With the off-site TLS server unreachable, pgBackRest's
 # default (io-timeout 60 s, ten connection retries) held it for three minutes, so each minute's

@@ -25,10 +25,15 @@ overwritten: the step fails and says what to move away.
 Late rows (a step of `hubctl daily`, after the export): a row written for a month already cold
 lands in the live table's default partition. In one transaction it is deleted from there into
 a TEMP table, written through zstd to a supplement file beside the month's
-(`<table>_YYYY-MM.late-NN.copy.zst` with its manifest), read back and compared, renamed and
-fsynced, and the ledger row adds its count, checksum and bytes and lists the file
-(`cold_supplements`, migration 0011); then the commit. A failure before the commit leaves the
-rows in the default partition.
+(`<table>_YYYY-MM.late-<UTC time>.copy.zst` with its manifest), read back and compared,
+renamed and fsynced, stored off-site, and the ledger row adds its count, checksum and bytes and
+lists the file (`cold_supplements`, migration 0011); then the commit. A failure before the
+commit leaves the rows in the default partition.
+
+The second copy (hubctl/offsite.py, migration 0012): before a month's drop, its file and manifest
+are stored on the off-site host and read back there; the drop records offsite_sha256. Without a
+store configured, no month is dropped. Restore takes the off-site copy in place of a local file
+that is missing or damaged.
 
 Restore: `hubctl cold restore YYYY-MM [--table NAME]` loads one cold month into a standalone
 table `hub_restored.<table>_pYYYY_MM` (LIKE the archive table: same columns, CHECK
@@ -182,8 +187,8 @@ def supplement_stamp(when: _dt.datetime) -> str:
 def supplement_paths(cold_path: str, stamp: str) -> ColdPaths:
     """A supplement (late rows) of the month whose file is cold_path, written at `stamp`
     (supplement_stamp): <table>_YYYY-MM.late-<stamp>.copy.zst beside it, with its manifest and
-    temporary names. The time makes each name new: the off-site store never takes a name twice
-    with other content, and a supplement whose commit did not happen may be stored there."""
+    temporary names. The time makes each name new, so a supplement whose commit did not happen
+    (and which the off-site store may hold) is never confused with the one that replaces it."""
     if not _STAMP_RE.match(stamp) or not cold_path.endswith(".copy.zst"):
         raise ValueError(f"no supplement {stamp!r} of {cold_path!r}")
     d, name = os.path.split(cold_path)
@@ -520,12 +525,13 @@ def check_loaded(cur, zstd: str, path: str, like, columns, expected: tuple[int, 
 
 # --------------------------------------------------------------------------- off-site copies
 
-def store_copies(cfg, manifest: str | None, data: str, sha256: str) -> str:
+def store_copies(cfg, manifest: str | None, data: str, sha256: str,
+                 timeout: float = offsite.TIMEOUT) -> str:
     """The off-site copies of a cold file and its manifest, each read back there; 'stored' or
     'present' (an earlier run stored them). OffsiteError if either is not confirmed."""
     if manifest is not None and os.path.exists(manifest):
-        offsite.put(cfg, manifest, sha256_of(manifest)[0])
-    answer = offsite.put(cfg, data, sha256)
+        offsite.put(cfg, manifest, sha256_of(manifest)[0], timeout)
+    answer = offsite.put(cfg, data, sha256, timeout)
     return answer.split()[0]
 
 
@@ -866,9 +872,10 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
             st.outcome = DRY_RUN
             return
         if not offsite.configured(job.cfg):
-            raise ColdError("no off-site store is configured ([cold] offsite): a supplement "
-                            "needs its second copy before the rows leave the database; they "
-                            "stay in the default partition")
+            st.need_attention(f"{default}: {waiting} late row(s) of cold {label} stay: a "
+                              "supplement needs its second copy before the rows leave the "
+                              "database, and no off-site store is configured ([cold] offsite)")
+            return
         with db.transaction(conn) as cur:
             row = ledger_row(cur, t.name, month)
             if row is None or row.state != "cold" or not row.cold_path:
@@ -914,6 +921,10 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
                 d=sql.Identifier(t.schema, default), col=sql.Identifier(t.control),
                 cols=cols), (month, add_months(month, 1)))
             count, checksum = count_and_checksum(cur, late, covered)
+            if count == 0:
+                st.rows = 0
+                st.set(moved="none: the rows left the default partition meanwhile")
+                return
             try:
                 copy_out(cur, zstd, late, names, paths.data_tmp)
                 check_loaded(cur, zstd, paths.data_tmp, late, names, (count, checksum),
@@ -934,7 +945,8 @@ def supplement_month(job: Job, t: LiveTable, month: _dt.date, default: str, zstd
             except BaseException:
                 remove_quietly(paths.data_tmp, paths.manifest_tmp)
                 raise
-            st.set(offsite=store_copies(job.cfg, paths.manifest, paths.data, sha256))
+            st.set(offsite=store_copies(job.cfg, paths.manifest, paths.data, sha256,
+                                        offsite.SHORT_TIMEOUT))
             entry = {"file": os.path.basename(paths.data), "sha256": sha256, "bytes": size,
                      "row_count": count, "checksum": str(checksum), "written_at": written_at,
                      "offsite_verified_at": now_iso()}
@@ -1119,7 +1131,7 @@ def usable_copy(cfg, st, path: str, sha256: str, what: str,
     remove_quietly(tmp)
     try:
         try:
-            offsite.get(cfg, offsite.rel_name(cfg.jobs.cold_dir, path), tmp)
+            offsite.get(cfg, offsite.rel_name(cfg.jobs.cold_dir, path), tmp, sha256)
         except OffsiteError as exc:
             raise ColdError(f"{what}, {path}, is {problem}, and {exc}; nothing restored") from None
         found = sha256_of(tmp)

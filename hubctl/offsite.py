@@ -3,9 +3,9 @@
 The off-site host keeps a second, encrypted copy of every cold file (a month's file, its
 manifest, each supplement of late rows) under the same relative name, `<table>/<file>`. hubctl
 reaches it over SSH with a key whose only use on the far side is the forced command
-`hub-cold-store` (roles/backup_repo/files/hub-cold-store): `put` adds a file and answers only
-once its encrypted copy has been read back with the sha256 hubctl sent; `get` streams a copy
-back. Nothing the hub holds can remove or overwrite a stored copy.
+`hub-cold-store` (roles/backup_repo/files/hub-cold-store): `put` adds a version of a file (its
+sha256 names it) and answers only once its encrypted copy has been read back with that sha256;
+`get` streams a version back. Nothing the hub holds can remove or overwrite a stored version.
 
 A month is dropped from the database only after both its files are stored and verified there
 (cold.py); a late-rows supplement is committed only after it is.
@@ -22,6 +22,8 @@ from hubctl.jobs import JobAbort
 # One file's transfer: a month of the busiest table is tens of MB; a stalled link ends sooner
 # through ServerAlive (about a minute without an answer).
 TIMEOUT = 3600
+# A supplement of late rows is a few kB, stored while its transaction holds those rows.
+SHORT_TIMEOUT = 300
 
 
 class OffsiteError(JobAbort):
@@ -55,14 +57,15 @@ def _message(proc_stderr: bytes, rc: int) -> str:
     return f"exit {rc}: {text or 'no message'}"
 
 
-def put(cfg, path: str, sha256: str) -> str:
-    """Store path's bytes off-site under its relative name; return the store's answer
-    ('stored ...' or 'present ...', both after the read-back). OffsiteError otherwise."""
+def put(cfg, path: str, sha256: str, timeout: float = TIMEOUT) -> str:
+    """Store path's bytes off-site as the version sha256 of its relative name; return the
+    store's answer ('stored ...' or 'present ...', both after the read-back). OffsiteError
+    otherwise."""
     rel = rel_name(cfg.jobs.cold_dir, path)
     with open(path, "rb") as src:
         try:
             proc = subprocess.run(ssh_argv(cfg.cold, "put", rel, sha256), stdin=src,
-                                  capture_output=True, timeout=TIMEOUT, check=False)
+                                  capture_output=True, timeout=timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise OffsiteError(f"cannot copy {rel} to {cfg.cold.offsite}: {exc}") from None
     answer = proc.stdout.decode("utf-8", "replace").strip()
@@ -73,14 +76,16 @@ def put(cfg, path: str, sha256: str) -> str:
     return answer
 
 
-def get(cfg, rel: str, dest: str) -> None:
-    """Write the store's copy of rel to dest (a new file, fsynced). The caller checks its
-    sha256 against the ledger. OffsiteError if the store cannot give it."""
+def get(cfg, rel: str, dest: str, sha256: str | None = None) -> None:
+    """Write the store's version sha256 of rel (without it, the version stored last) to dest
+    (a new file, fsynced). The caller checks its sha256 against the ledger. OffsiteError if the
+    store cannot give it."""
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
     try:
         with tempfile.TemporaryFile() as err:
             try:
-                proc = subprocess.run(ssh_argv(cfg.cold, "get", rel), stdin=subprocess.DEVNULL,
+                words = ["get", rel] + ([sha256] if sha256 else [])
+                proc = subprocess.run(ssh_argv(cfg.cold, *words), stdin=subprocess.DEVNULL,
                                       stdout=fd, stderr=err, timeout=TIMEOUT, check=False)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise OffsiteError(f"cannot fetch {rel} from {cfg.cold.offsite}: {exc}") from None

@@ -70,13 +70,22 @@ def _info(backups, repos=((1, 0), (2, 0))):
 
 def test_summary_gives_the_newest_backup_per_repository():
     info = _info([("F1", "full", 1, NOW - 30 * 3600, False), ("I1", "incr", 1, NOW - 2 * 3600, False),
-                  ("F2", "full", 2, NOW - 10 * 24 * 3600, False)])
+                  ("F2", "full", 2, NOW - 10 * 24 * 3600, False), ("I2", "incr", 2, NOW - 6 * 24 * 3600, False)])
     summary = {r["repo"]: r for r in backup.repo_summary(info, NOW)}
     assert summary[1]["newest"]["label"] == "I1" and summary[1]["newest"]["age_hours"] == 2.0
     assert summary[1]["newest_full"]["label"] == "F1"
     assert summary[1]["wal_max"] == "000000010000000000000009"
     assert summary[1]["healthy"] and summary[2]["healthy"]
     assert summary[2]["cipher"] == "aes-256-cbc"
+
+
+def test_repo2_is_stale_once_a_weekly_incremental_is_missed():
+    """repo2's newest backup of any type must be at most a week and a day old: the RTO from
+    repo2 counts on replaying no more than a week of WAL."""
+    for age_days, healthy in ((7, True), (9, False)):
+        info = _info([("F1", "full", 1, NOW - 3600, False), ("F2", "full", 2, NOW - age_days * 24 * 3600, False)])
+        summary = {r["repo"]: r for r in backup.repo_summary(info, NOW)}
+        assert summary[2]["healthy"] is healthy, (age_days, summary[2])
 
 
 def test_summary_gives_the_newest_fulls_size_in_the_repository():

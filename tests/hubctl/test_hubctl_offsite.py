@@ -35,6 +35,7 @@ def test_the_store_accepts_four_requests_on_cold_file_names_only():
     late = "t/t_2025-08.late-20261207T030012Z.copy.zst"
     assert store.parse(["check", late, SHA]) == ("check", late, SHA)
     assert store.parse(["list"]) == ("list", None, None)
+    assert store.parse(["get", rel, SHA]) == ("get", rel, SHA)
     for words in (["rm", rel], ["put", rel], ["put", "../etc/passwd", SHA], ["get", "/etc/shadow"],
                   ["get", "t/u_2025-08.copy.zst"], ["get", "t/t_2025-08.copy.zst.enc"],
                   ["put", rel, "A" * 64], ["put", rel, SHA, "x"], [], ["list", "x"],
@@ -43,7 +44,7 @@ def test_the_store_accepts_four_requests_on_cold_file_names_only():
             store.parse(words)
 
 
-def test_the_store_keeps_an_encrypted_copy_and_never_overwrites_it(tmp_path):
+def test_the_store_keeps_each_version_encrypted_and_never_overwrites_one(tmp_path):
     passfile = tmp_path / "pass"
     passfile.write_text("a passphrase for this test only\n")
     env = dict(os.environ, HUB_COLD_STORE_DIR=str(tmp_path / "files"),
@@ -58,25 +59,31 @@ def test_the_store_keeps_an_encrypted_copy_and_never_overwrites_it(tmp_path):
 
     first = run("put", rel, sha, stdin=data)
     assert first.returncode == 0 and first.stdout.startswith(b"stored "), first.stderr
-    stored = tmp_path / "files" / (rel + ".enc")
+    stored = tmp_path / "files" / f"{rel}.{sha}.enc"
     assert data not in stored.read_bytes() and b"2025-08-01" not in stored.read_bytes()
     before = stored.read_bytes()
     assert run("put", rel, sha, stdin=data).stdout.startswith(b"present ")
+    # Other bytes under the same name are another version; the first is untouched.
     other = b"other content\n"
-    refused = run("put", rel, __import__("hashlib").sha256(other).hexdigest(), stdin=other)
-    assert refused.returncode == 1 and b"never overwritten" in refused.stderr
+    other_sha = __import__("hashlib").sha256(other).hexdigest()
+    assert run("put", rel, other_sha, stdin=other).stdout.startswith(b"stored ")
     lying = run("put", "t/t_2025-09.copy.zst", sha, stdin=other)
     assert lying.returncode == 1 and b"nothing stored" in lying.stderr
-    assert not (tmp_path / "files" / "t/t_2025-09.copy.zst.enc").exists()
+    assert not list((tmp_path / "files" / "t").glob("t_2025-09*"))
     assert stored.read_bytes() == before
-    assert run("get", rel).stdout == data
+    assert run("get", rel, sha).stdout == data
+    assert run("get", rel).stdout == other          # the version stored last
+    assert run("get", rel, "c" * 64).returncode == 1
     assert run("check", rel, sha).returncode == 0
     assert run("check", rel, "b" * 64).returncode == 1
-    assert run("list").stdout == f"{rel} {len(before)}\n".encode()
+    other_file = tmp_path / "files" / f"{rel}.{other_sha}.enc"
+    assert sorted(run("list").stdout.decode().splitlines()) == sorted(
+        [f"{rel} {sha} {len(before)}", f"{rel} {other_sha} {other_file.stat().st_size}"])
     # Through sshd the request is SSH_ORIGINAL_COMMAND; anything else is refused with exit 2.
     env["SSH_ORIGINAL_COMMAND"] = "rm -rf /"
     assert run().returncode == 2
-    assert [p.name for p in (tmp_path / "files" / "t").iterdir()] == [stored.name]
+    assert sorted(p.name for p in (tmp_path / "files" / "t").iterdir()) == sorted(
+        [stored.name, f"t_2025-08.copy.zst.{other_sha}.enc"])
 
 
 def test_hubctl_asks_with_its_key_and_known_host_only():

@@ -202,12 +202,12 @@ def test_export_writes_a_verified_file_then_drops_the_partition(host, offsite, m
     # The second copy, on the off-site host: encrypted there, and it reads back as the hub's file.
     assert entry["offsite_sha256"] == data.sha256sum
     for path in (month["path"], month["manifest"]):
-        rel = path[len(COLD_DIR) + 1:]
-        checked = offsite.run(f"{STORE} check {rel} {host.file(path).sha256sum}")
+        rel, sha256 = path[len(COLD_DIR) + 1:], host.file(path).sha256sum
+        checked = offsite.run(f"{STORE} check {rel} {sha256}")
         assert checked.rc == 0, checked.stderr
-        stored = offsite.file(f"/var/lib/hub-cold-store/files/{rel}.enc")
+        stored = offsite.file(f"/var/lib/hub-cold-store/files/{rel}.{sha256}.enc")
         assert stored.user == "hubcold" and stored.mode == 0o600
-        assert offsite.run(f"zstd -t /var/lib/hub-cold-store/files/{rel}.enc").rc != 0
+        assert offsite.run(f"zstd -t {stored.path}").rc != 0
     assert not attached(host, month["partition"])
     rows = psql(
         host,

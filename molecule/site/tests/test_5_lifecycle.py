@@ -535,26 +535,35 @@ def test_every_cold_file_has_a_verified_encrypted_copy_off_site(host, offsite):
         checked = offsite.run(f"sudo -u hubcold /usr/local/bin/hub-cold-store check {rel} {sha256}")
         assert checked.rc == 0, (rel, checked.stderr)
         # Encrypted: not a zstd stream, no row text.
-        assert offsite.run(f"zstd -t {STORE_FILES}/{rel}.enc").rc != 0
-        assert offsite.run(f"grep -c walk- {STORE_FILES}/{rel}.enc").stdout.strip() == "0"
+        assert offsite.run(f"zstd -t {STORE_FILES}/{rel}.{sha256}.enc").rc != 0
+        assert offsite.run(f"grep -c walk- {STORE_FILES}/{rel}.{sha256}.enc").stdout.strip() == "0"
 
 
 def test_the_hub_cannot_overwrite_or_remove_the_off_site_copies(host, offsite):
-    """Root on the hub holds one credential for the store, the jobs' SSH key: it adds and
-    reads, and nothing else."""
-    path, _ = cold_files(host)[0]
+    """Root on the hub holds one credential for the store, the jobs' SSH key: it adds versions
+    and reads them, and nothing else; every version stored stays as it was."""
+    path, sha256 = cold_files(host)[0]
     rel = path[len(COLD_DIR) + 1:]
-    before = offsite.run(f"cd {STORE_FILES} && find . -type f | sort | xargs sha256sum").stdout
-    assert rel in before
+
+    def stored():
+        listing = offsite.run(f"cd {STORE_FILES} && find . -type f | sort | xargs sha256sum").stdout
+        return dict(reversed(line.split()) for line in listing.splitlines())
+
+    before = stored()
+    assert f"./{rel}.{sha256}.enc" in before, before
     ssh = ("sudo -u hubmaint ssh -i /var/lib/hub/.ssh/cold_offsite -o IdentitiesOnly=yes -o BatchMode=yes "
            f"-o UserKnownHostsFile=/var/lib/hub/.ssh/known_hosts hubcold@{offsite.backend.get_hostname()}")
-    for request in (f"rm -f files/{rel}.enc", "sh -c id", f"put ../{rel} {'0' * 64}", "find / -delete"):
+    for request in (f"rm -f files/{rel}.{sha256}.enc", "sh -c id", f"put ../{rel} {'0' * 64}",
+                    "find / -delete", f"get {rel} {sha256} ; rm -rf files"):
         result = host.run(f"{ssh} {request!r} </dev/null")
         assert result.rc == 2 and "refused" in result.stderr, (request, result.rc, result.stderr)
+    # Other bytes under the month's name: a version of its own, beside the ledger's.
     other = "not the month's rows"
     result = host.run(f"printf %s {other!r} | {ssh} put {rel} $(printf %s {other!r} | sha256sum | cut -c1-64)")
-    assert result.rc == 1 and "never overwritten" in result.stderr, result.stderr
-    # Its copy still reads back as the hub's file.
-    got = host.run(f"{ssh} get {rel} </dev/null | sha256sum")
-    assert got.stdout.split()[0] == host.file(path).sha256sum
-    assert offsite.run(f"cd {STORE_FILES} && find . -type f | sort | xargs sha256sum").stdout == before
+    assert result.rc == 0 and result.stdout.startswith("stored "), result.stdout + result.stderr
+    # The version the ledger names still reads back as the hub's file.
+    got = host.run(f"{ssh} get {rel} {sha256} </dev/null | sha256sum")
+    assert got.stdout.split()[0] == sha256 == host.file(path).sha256sum
+    after = stored()
+    assert {name: digest for name, digest in after.items() if name in before} == before
+    assert len(after) == len(before) + 1

@@ -86,9 +86,9 @@ def test_cron_runs_the_backup_schedule(hub, offsite):
     on_offsite = entries(offsite)
     assert on_offsite["offsite"][:6] == ["0", "6", "1", "*", "*", "hubmaint"]
     assert on_offsite["verify"][:6] == ["0", "6", "*", "*", "4", "hubmaint"]
-    assert on_offsite["offsite"][6] == ("/usr/local/bin/hubctl backup offsite --stanza hub "
+    assert on_offsite["offsite"][6] == ("/usr/local/bin/hubctl backup offsite --wait 14400 --stanza hub "
                                         ">> /var/log/hub/backup-offsite.log 2>&1")
-    # The weekly incremental to repo2 (Sunday 06:00) waits for a monthly full on the same morning.
+    # The weekly incremental to repo2 (Sunday 06:00); on a Sunday the 1st, the two wait for each other.
     assert on_offsite["offsite-incr"][:6] == ["0", "6", "*", "*", "0", "hubmaint"]
     assert on_offsite["offsite-incr"][6] == ("/usr/local/bin/hubctl backup offsite-incr --wait 14400 "
                                              "--stanza hub >> /var/log/hub/backup-offsite.log 2>&1")
