@@ -162,17 +162,19 @@ def test_without_a_verified_off_site_copy_nothing_is_dropped(host, month, store)
     try:
         result = host.run(f"{HUBCTL} --config {config} cold export --today {month['today']} --table {TABLE}")
         line = export_line(result, month)
+        # Attention (exit 3) or failure (exit 1): either way alerted, with the reason.
         if store is None:
             assert result.rc == 3, result.stdout + result.stderr
-            assert "stays archived: its file is the only copy" in line
+            assert "offsite=none configured" in line
+            assert "stays archived: its file is the only copy" in alerts(host, mark)
         else:
             assert result.rc == 1, result.stdout + result.stderr
             assert "did not store" in line and "offsite-gone.invalid" in line
-        assert "dropped=" not in line
+            assert "did not store" in alerts(host, mark)
+        assert "file_state=written" in line and "dropped=" not in line
         assert attached(host, month["partition"])
         assert ledger(host, month["start"])["state"] == "archived"
         assert psql(host, f"SELECT count(*) FROM {month['partition']}") == str(month["rows"])
-        assert "cold" in alerts(host, mark)
     finally:
         host.run(f"rm -f {config} {month['path']} {month['manifest']}")
 
