@@ -716,7 +716,7 @@ def export_month(job: Job, t: LiveTable, month: _dt.date, partition: str,
             st.set(file_state="written")
         st.set(bytes=size, sha256=sha256)
         if not offsite.configured(job.cfg):
-            st.set(offsite="none configured")
+            st.set(offsite="none")
             st.need_attention(f"{partition} stays archived: its file is the only copy, and a "
                               "month is dropped only once the off-site host holds a verified "
                               "second one; set [cold] offsite (maintenance_cold_offsite_host)")
