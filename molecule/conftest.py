@@ -77,6 +77,14 @@ def secret(name: str) -> str:
     return (SECRETS / name).read_text().split()[0]
 
 
+@pytest.fixture(scope="module")
+def version(host):
+    """The PostgreSQL major version on the host: the inventory's, or the release's own."""
+    return host.ansible.get_variables().get("postgresql_version") or (
+        "15" if host.system_info.release.startswith("12") else "17"
+    )
+
+
 def psql(host, sql, db: str = "hub", check: bool = True):
     """Run SQL as the postgres OS user over the local socket; return stdout (stripped).
 
@@ -140,9 +148,10 @@ def run_metrics_now(hub):
     return run_cron_now(hub, "metrics")
 
 
-def psql_as(host, user: str, sql: str, sslmode: str = "require", db: str = "hub"):
-    """Connect over TCP to 127.0.0.1 as `user`. The password travels in a pgpass file that is
-    written on the controller and copied by path, so it is never on a command line."""
+def psql_as(host, user: str, sql: str, sslmode: str = "require", db: str = "hub", conninfo: str = ""):
+    """Connect over TCP to 127.0.0.1 as `user` (`conninfo`: further libpq options). The password
+    travels in a pgpass file that is written on the controller and copied by path, so it is
+    never on a command line."""
     local = SECRETS / f"pgpass-{user}"
     local.touch(mode=0o600)
     escaped = secret(user).replace("\\", "\\\\").replace(":", "\\:")  # libpq's pgpass escaping
@@ -150,9 +159,9 @@ def psql_as(host, user: str, sql: str, sslmode: str = "require", db: str = "hub"
     pgpass = f"/root/.pgpass-{user}"
     host.ansible("ansible.builtin.copy", f"src={local} dest={pgpass} mode=0600", check=False)
     try:
-        conninfo = f"host=127.0.0.1 dbname={db} user={user} sslmode={sslmode}"
+        options = f"host=127.0.0.1 dbname={db} user={user} sslmode={sslmode} {conninfo}".strip()
         return host.run(
-            f"PGPASSFILE={pgpass} psql -XAtq -v ON_ERROR_STOP=1 {shlex.quote(conninfo)} -c {shlex.quote(sql)}"
+            f"PGPASSFILE={pgpass} psql -XAtq -v ON_ERROR_STOP=1 {shlex.quote(options)} -c {shlex.quote(sql)}"
         )
     finally:
         host.run(f"rm -f {pgpass}")

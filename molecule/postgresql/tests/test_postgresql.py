@@ -2,17 +2,9 @@
 
 import re
 
-import pytest
 from conftest import psql, psql_as
 
 LOGIN_ROLES = ["hub_app", "hub_maint", "hub_monitor", "hub_readonly"]
-
-
-@pytest.fixture(scope="module")
-def version(host):
-    return host.ansible.get_variables().get("postgresql_version") or (
-        "15" if host.system_info.release.startswith("12") else "17"
-    )
 
 
 def test_cluster_service_runs_and_starts_at_boot(host, version):
