@@ -57,7 +57,9 @@ DEFAULT_SSLMODE = "require"
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # libpq options accepted in [database]; 'password' is refused on purpose.
 DATABASE_REQUIRED = ("host", "dbname", "user", "passfile")
-DATABASE_OPTIONAL = ("port", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout")
+DATABASE_OPTIONAL = ("port", "sslmode", "sslrootcert", "sslcert", "sslkey", "connect_timeout",
+                     "channel_binding")
+CHANNEL_BINDINGS = ("disable", "prefer", "require")
 JOBS_KEYS = ("lock_dir", "alert_command", "lock_timeout", "archive_after_days",
              "cold_after_days", "cold_dir")
 # Section name -> allowed keys. A command with options of its own adds its section here.
@@ -277,8 +279,16 @@ def _database_section(path: str, parser: configparser.ConfigParser) -> DatabaseC
     if not os.path.isabs(values["passfile"]):
         raise ConfigError(f"{path}: [database] passfile must be an absolute path, "
                           f"got {values['passfile']!r}")
+    binding = (sec.get("channel_binding") or "").strip()
+    if binding and binding not in CHANNEL_BINDINGS:
+        raise ConfigError(f"{path}: [database] channel_binding {binding!r} is not one of "
+                          f"{', '.join(CHANNEL_BINDINGS)}")
+    if sslmode.startswith("verify-") and not (sec.get("sslrootcert") or "").strip():
+        raise ConfigError(f"{path}: [database] sslmode {sslmode} needs sslrootcert, the CA "
+                          "file the server's certificate is verified against")
     extra = tuple((k, sec[k].strip()) for k in ("sslrootcert", "sslcert", "sslkey",
-                                               "connect_timeout") if sec.get(k, "").strip())
+                                               "connect_timeout", "channel_binding")
+                  if sec.get(k, "").strip())
     return DatabaseConfig(host=values["host"], port=port, dbname=values["dbname"],
                           user=values["user"], sslmode=sslmode, passfile=values["passfile"],
                           extra=extra)

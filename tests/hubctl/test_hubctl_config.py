@@ -96,6 +96,8 @@ def test_passfile_not_checked_when_asked(tmp_path):
     ("password = secret\n", None, "password is not accepted"),
     ("pasfile = /x\n", None, "unknown option 'pasfile'"),
     ("sslmode = sometimes\n", None, "sslmode"),
+    ("sslmode = verify-full\n", None, "sslmode verify-full needs sslrootcert"),
+    ("channel_binding = maybe\n", None, "channel_binding 'maybe' is not one of"),
     (None, "lock_timeout = soon\n", "lock_timeout"),
     (None, "lock_timeout = 0\n", "greater than 0"),
     (None, "lock_dir = run/lock\n", "absolute path"),
@@ -154,3 +156,14 @@ def test_unknown_section_and_bad_ini(tmp_path):
 ])
 def test_pgpass_matching(text, args, expected):
     assert pgpass_has_entry(text, *args) is expected
+
+
+def test_verify_full_and_channel_binding_reach_libpq(tmp_path):
+    path = write_config(tmp_path, extra_db="sslrootcert = /etc/postgresql/hub-server-ca.crt\n"
+                                           "channel_binding = require\n")
+    text = open(path).read().replace("sslmode = require\n", "sslmode = verify-full\n")
+    open(path, "w").write(text)
+    kwargs = load_config(path).database.connect_kwargs(application_name="hubctl-test")
+    assert kwargs["sslmode"] == "verify-full"
+    assert kwargs["sslrootcert"] == "/etc/postgresql/hub-server-ca.crt"
+    assert kwargs["channel_binding"] == "require"

@@ -10,8 +10,6 @@ from conftest import HUBCTL, alerts, psql, run_cron_now, run_metrics_now, secret
 testinfra_hosts = ["ansible://hub_db"]
 
 
-
-
 def test_cron_runs_the_seeds_schedule_as_the_maintenance_user(host):
     cron = host.file("/etc/cron.d/hub-maintenance")
     assert cron.user == "root" and cron.mode == 0o644
@@ -106,6 +104,33 @@ def test_password_stays_in_the_password_file(host):
     assert config.mode == 0o640 and config.group == "hubmaint"
     assert secret("hub_maint") not in config.content_string
     assert secret("hub_maint") not in host.file("/etc/cron.d/hub-maintenance").content_string
+
+
+def test_hubctl_verifies_the_servers_certificate_and_name(host):
+    config = host.file("/etc/hub/hubctl.conf").content_string
+    assert "sslmode = verify-full\n" in config
+    assert "sslrootcert = /etc/postgresql/hub-server-ca.crt\n" in config
+    assert "channel_binding = require\n" in config
+    # Every hubctl run in these tests goes through it: the last daily run connected this way.
+    assert psql(host, "SELECT count(*) FROM hub_job_runs") != "0"
+
+
+def test_hubctl_imports_nothing_from_the_callers_directory(host):
+    # hubctl runs as hubmaint for whoever may start it: a hubctl/ or json.py in the working
+    # directory, or on PYTHONPATH, must not be imported in its place.
+    planted = "/var/tmp/hubctl-planted"
+    code = "raise SystemExit('PLANTED CODE RAN')"
+    setup = host.run(f"rm -rf {planted} && mkdir -p {planted}/hubctl && "
+                     f"for f in hubctl/__init__.py hubctl/cli.py json.py argparse.py; do echo \"{code}\" > {planted}/$f; done")
+    assert setup.rc == 0, setup.stderr
+    try:
+        run = host.run(f"cd {planted} && sudo -u hubmaint env PYTHONPATH={planted} "
+                       "/usr/local/bin/hubctl status --json")
+        assert "PLANTED" not in run.stdout + run.stderr, run.stdout + run.stderr
+        assert run.rc == 0, run.stderr
+        assert "tables" in json.loads(run.stdout)
+    finally:
+        host.run(f"rm -rf {planted}")
 
 
 def test_logs_are_rotated(host):

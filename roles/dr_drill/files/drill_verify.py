@@ -267,6 +267,9 @@ def check_ledger(cur, rep, tables):
 
 
 COLD_CHECK = "cold month from the off-site copy"
+# The CA of the drill host's server certificate (the postgresql role writes it): each role logs
+# in the way the bundle's clients do, verifying the server's name with SCRAM bound to TLS.
+SERVER_CA = "/etc/postgresql/hub-server-ca.crt"
 
 
 def sha256_of(path):
@@ -387,8 +390,9 @@ def check_logins(rep, logins, database, port):
     for role, password in sorted(logins.items()):
         try:
             conn = psycopg2.connect(host="127.0.0.1", port=port, dbname=database, user=role,
-                                    password=password, sslmode="require", connect_timeout=10,
-                                    application_name="dr-drill")
+                                    password=password, sslmode="verify-full",
+                                    sslrootcert=SERVER_CA, channel_binding="require",
+                                    connect_timeout=10, application_name="dr-drill")
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT current_user, ssl FROM pg_stat_ssl "
