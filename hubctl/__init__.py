@@ -1,10 +1,12 @@
 """hubctl: maintenance jobs of the job-allocation hub's PostgreSQL database.
 
 Installed on the database host by copying this package directory to
-/usr/local/lib/hubctl/hubctl, with a wrapper such as::
+/usr/local/lib/hubctl/hubctl, with the wrapper the maintenance role writes
+(roles/maintenance/templates/hubctl.sh.j2), which runs Python isolated (-I) so that nothing in
+the caller's directory or environment is imported in hubctl's place::
 
     #!/bin/sh
-    PYTHONPATH=/usr/local/lib/hubctl exec /usr/bin/python3 -m hubctl "$@"
+    exec /usr/bin/python3 -I -c 'import sys; sys.path.insert(0, "/usr/local/lib/hubctl"); ...' "$@"
 
 It needs only Debian's python3 (3.11 or later) and python3-psycopg2.
 

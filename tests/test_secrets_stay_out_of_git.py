@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("path", [
-    "inventories/production/pki/hub-backup-ca.key",
+    "inventories/production/pki/hub-pgbackrest-ca.key",
     "inventories/production/pki/hub-db-1.key",
-    "inventories/lab/pki/hub-backup-ca.key",
+    "inventories/lab/pki/hub-pgbackrest-ca.key",
     "inventories/another-site/pki/hub-db-1.crt",
 ])
 def test_git_ignores_the_controllers_pki_directory(path):

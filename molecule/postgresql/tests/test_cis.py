@@ -13,26 +13,28 @@ VERIFY_FULL = f"sslrootcert={CA} channel_binding=require"
 
 # CIS item (docs/security.md) -> setting -> the value the server must report.
 SETTINGS = {
+    "1.3 data_directory_mode": ("data_directory_mode", "0700"),
     "3.1.2 log_destination": ("log_destination", "stderr"),
-    "3.1.x log_timezone": ("log_timezone", "UTC"),
     "3.1.14 log_min_messages": ("log_min_messages", "warning"),
     "3.1.15 log_min_error_statement": ("log_min_error_statement", "error"),
     "3.1.16 debug_print_parse": ("debug_print_parse", "off"),
     "3.1.17 debug_print_rewritten": ("debug_print_rewritten", "off"),
     "3.1.18 debug_print_plan": ("debug_print_plan", "off"),
+    "3.1.19 debug_pretty_print": ("debug_pretty_print", "on"),
     "3.1.20 log_connections": ("log_connections", "on"),
     "3.1.21 log_disconnections": ("log_disconnections", "on"),
     "3.1.22 log_error_verbosity": ("log_error_verbosity", "verbose"),
     "3.1.23 log_hostname": ("log_hostname", "off"),
     "3.1.25 log_statement": ("log_statement", "ddl"),
+    "3.1.26 log_timezone": ("log_timezone", "UTC"),
     "3.2 pgaudit.log": ("pgaudit.log", "ddl, role"),
-    "4.x authentication_timeout": ("authentication_timeout", "30"),
-    "4.x auth_delay.milliseconds": ("auth_delay.milliseconds", "1000"),
-    "6.7 ssl": ("ssl", "on"),
-    "6.8 ssl_min_protocol_version": ("ssl_min_protocol_version", "TLSv1.2"),
-    "6.x ssl_prefer_server_ciphers": ("ssl_prefer_server_ciphers", "on"),
-    "4.x password_encryption": ("password_encryption", "scram-sha-256"),
-    "1.x data_directory_mode": ("data_directory_mode", "0700"),
+    "5.2 password_encryption": ("password_encryption", "scram-sha-256"),
+    "5.x authentication_timeout": ("authentication_timeout", "30"),
+    "5.x auth_delay.milliseconds": ("auth_delay.milliseconds", "1000"),
+    "6.8 ssl": ("ssl", "on"),
+    "6.9 ssl_min_protocol_version": ("ssl_min_protocol_version", "TLSv1.2"),
+    "6.10 ssl_prefer_server_ciphers": ("ssl_prefer_server_ciphers", "on"),
+    "7.2 log_replication_commands": ("log_replication_commands", "on"),
 }
 
 
@@ -44,6 +46,14 @@ def server_log(host, version) -> str:
 def test_the_cis_setting_is_in_force(host, item):
     name, expected = SETTINGS[item]
     assert psql(host, f"SELECT setting FROM pg_settings WHERE name = '{name}'", db="postgres") == expected
+
+
+def test_the_server_log_is_readable_by_postgres_and_adm_only(host, version):
+    # 3.1.3-3.1.9: Debian's pg_ctlcluster writes the server's stderr to this file, and
+    # postgresql-common's logrotate rotates it (docs/security.md).
+    log = host.file(f"/var/log/postgresql/postgresql-{version}-main.log")
+    assert (log.user, log.group, log.mode) == ("postgres", "adm", 0o640)
+    assert "/var/log/postgresql/*.log" in host.file("/etc/logrotate.d/postgresql-common").content_string
 
 
 def test_pgaudit_and_auth_delay_are_loaded(host):
