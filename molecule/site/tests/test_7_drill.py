@@ -55,6 +55,13 @@ def drill(*extra: str) -> tuple[int, str, dict]:
     return rc, output, json.loads(written[0].read_text())
 
 
+def assert_listens_on_localhost_only(target):
+    assert psql(target, "SHOW listen_addresses", db="postgres") == "localhost"
+    listeners = target.run("ss -Hltn 'sport = :5432'").stdout.split("\n")
+    local = [line.split()[3] for line in listeners if line.strip()]
+    assert local and all(a.startswith(("127.0.0.1:", "[::1]:")) for a in local), local
+
+
 def probe(host) -> list[str]:
     return psql(host, "SELECT note FROM drill_probe ORDER BY note", db="postgres").split()
 
@@ -124,6 +131,10 @@ def test_the_drill_restores_repo2_onto_a_fresh_host_and_its_report_passes(hub, o
     # The copy is the hub's: the row written before the drill is there, and it is writable.
     assert probe(target) == ["before-the-drill"]
     assert psql(target, "SELECT pg_is_in_recovery()", db="postgres") == "f"
+    # A writable copy of the hub is reachable from this host only, though the postgresql role
+    # (and pg_hba) would admit the client networks.
+    assert_listens_on_localhost_only(target)
+
 
 
 def test_the_copy_never_archives_into_the_hubs_repositories(hub, offsite, target):
@@ -161,6 +172,7 @@ def test_a_drill_to_a_restore_point_has_the_rows_before_it_and_none_after(hub, t
     assert {c["name"] for c in report["checks"]} == CHECKS - {COLD_CHECK}
     assert "--type=name" in report["drill"]["restore_options"]
     assert probe(target) == ["before-the-drill", "before-the-point"]
+    assert_listens_on_localhost_only(target)
 
 
 def test_a_wal_segment_missing_from_repo2_fails_the_drill_and_the_report_names_the_check(hub, offsite, target):
@@ -218,3 +230,7 @@ def test_promotion_restores_and_clears_the_restores_archive_mode_for_site_yml(ta
     auto = psql(target, "SELECT current_setting('data_directory') || '/postgresql.auto.conf'", db="postgres")
     assert "archive_mode" not in target.file(auto).content_string
     assert probe(target)[-1] == "gap-3", "the promoted copy lacks the hub's newest rows"
+    # Promoted for real: it listens where the postgresql role says, the drill's limit is gone.
+    assert psql(target, "SHOW listen_addresses", db="postgres").startswith("localhost,")
+    major = psql(target, "SHOW server_version_num", db="postgres")[:2]
+    assert not target.file(f"/etc/postgresql/{major}/main/conf.d/90-dr-drill-local-only.conf").exists
