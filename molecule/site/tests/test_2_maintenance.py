@@ -111,8 +111,17 @@ def test_hubctl_verifies_the_servers_certificate_and_name(host):
     assert "sslmode = verify-full\n" in config
     assert "sslrootcert = /etc/postgresql/hub-server-ca.crt\n" in config
     assert "channel_binding = require\n" in config
-    # Every hubctl run in these tests goes through it: the last daily run connected this way.
-    assert psql(host, "SELECT count(*) FROM hub_job_runs") != "0"
+    # The same settings with another CA (the system's public ones): the server is refused.
+    other = "/var/tmp/hubctl-other-ca.conf"
+    host.run(f"sed 's#^sslrootcert = .*#sslrootcert = /etc/ssl/certs/ca-certificates.crt#' "
+             f"/etc/hub/hubctl.conf > {other} && chgrp hubmaint {other} && chmod 0640 {other}")
+    try:
+        refused = host.run(f"sudo -u hubmaint /usr/local/bin/hubctl --config {other} status --json")
+    finally:
+        host.run(f"rm -f {other}")
+    assert refused.rc != 0 and "certificate verify failed" in refused.stdout + refused.stderr, \
+        refused.stdout + refused.stderr
+    assert host.run("sudo -u hubmaint /usr/local/bin/hubctl status --json").rc == 0
 
 
 def test_hubctl_imports_nothing_from_the_callers_directory(host):
