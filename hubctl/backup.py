@@ -10,6 +10,9 @@
     hubctl backup expire [--repo N]          apply the repository's retention
     hubctl backup verify [--repo N]          pgbackrest verify; its text report is read, since
                                              its exit code alone does not say every file is good
+    hubctl backup snapshot                   a dated copy of repo2 that the hub cannot reach (run
+                                             on the off-site host: hub-repo-snapshot take, as
+                                             root through sudo, docs/decisions.md)
     hubctl backup-status [--json]            age of the newest backup per repository, read from
                                              `pgbackrest info --output=json` (read-only)
 
@@ -33,7 +36,9 @@ PGBACKREST = "/usr/bin/pgbackrest"
 SUDO = ("/usr/bin/sudo", "-n", "-u", "postgres")
 DEFAULT_STANZA = "hub"
 LOCAL_REPO, OFFSITE_REPO = 1, 2
-KINDS = ("full", "incr", "offsite", "offsite-incr", "expire", "verify")
+KINDS = ("full", "incr", "offsite", "offsite-incr", "expire", "verify", "snapshot")
+# The backup_repo role's tool and the one sudo line its sudoers file allows the jobs' user.
+SNAPSHOT_ARGV = ("/usr/bin/sudo", "-n", "/usr/local/sbin/hub-repo-snapshot", "take")
 # backup-status calls a repository stale when its newest good backup is older than this:
 # repo1 has a backup every day (26 h leaves two hours for a slow run), repo2 one a week (the
 # Sunday incremental; the RTO from repo2 counts on at most a week of WAL to replay).
@@ -300,6 +305,33 @@ def verify(job: jobs.Job, stanza: str, repo: int) -> None:
             raise PgBackRestError(f"pgbackrest verify repo{repo}: " + "; ".join(problems))
 
 
+def snapshot(job: jobs.Job) -> None:
+    """hub-repo-snapshot take: its JSON line says what the snapshot holds. A snapshot of a
+    repo2 that lists no full backup is taken all the same (it is what repo2 is), but the run
+    needs attention: repo2 was emptied, and the last good snapshot is what a restore uses."""
+    argv = list(SNAPSHOT_ARGV)
+    with job.step("snapshot", repo=OFFSITE_REPO) as st:
+        if job.dry_run:
+            st.outcome = jobs.DRY_RUN
+            st.set(command=" ".join(argv[2:]))
+            return
+        proc = run_pgbackrest(argv)
+        if proc.returncode != 0:
+            raise PgBackRestError(f"hub-repo-snapshot take exited {proc.returncode}: "
+                                  f"{tail(proc.stderr) or tail(proc.stdout) or 'no output'}")
+        try:
+            done = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise PgBackRestError(f"hub-repo-snapshot take printed no JSON: {tail(proc.stdout)}") from None
+        st.set(snapshot=done["snapshot"], backups=len(done["backups"]), copied=done["copied"],
+               linked=done["linked"], bytes_copied=done["bytes_copied"],
+               pruned=len(done["pruned"]))
+        if not done["restorable"]:
+            st.need_attention("repo2 lists no full backup: if nobody emptied it on purpose, the hub "
+                              "may be compromised; `hub-repo-snapshot list` names the last good "
+                              "snapshot (docs/runbook-dr.md)")
+
+
 # --------------------------------------------------------------------------- command line
 
 def add_arguments(p: argparse.ArgumentParser,
@@ -313,6 +345,8 @@ def add_arguments(p: argparse.ArgumentParser,
                         "repo2",
         "expire": "apply a repository's retention (--repo, default 1)",
         "verify": "verify a repository (--repo, default 1); fails unless its report says ok",
+        "snapshot": "copy repo2 into the off-site host's own snapshots (run on the off-site "
+                    "host), which no credential of the hub reaches",
     }
     for kind in KINDS:
         s = sub.add_parser(kind, help=helps[kind], description=helps[kind])
@@ -334,6 +368,8 @@ def body(args: argparse.Namespace) -> Callable[[jobs.Job], None]:
         return lambda job: backup(job, stanza, OFFSITE_REPO, "incr")
     if kind == "expire":
         return lambda job: expire(job, stanza, args.repo)
+    if kind == "snapshot":
+        return snapshot
     return lambda job: verify(job, stanza, args.repo)
 
 

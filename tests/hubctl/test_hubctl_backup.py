@@ -45,6 +45,13 @@ def test_offsite_commands_are_exactly_those_sudoers_allows():
     assert used == allowed
 
 
+def test_the_snapshot_command_is_the_one_root_line_sudoers_allows():
+    text = (Path(__file__).resolve().parents[2] / "roles/backup_repo/templates/sudoers.j2").read_text()
+    root_lines = [line for line in text.splitlines() if "ALL=(root)" in line]
+    assert root_lines == ["{{ backup_repo_job_user }} ALL=(root) NOPASSWD: " + " ".join(backup.SNAPSHOT_ARGV[2:])]
+    assert list(backup.SNAPSHOT_ARGV[:2]) == ["/usr/bin/sudo", "-n"]
+
+
 @pytest.mark.parametrize("text, ok", [
     ("stanza: hub\nstatus: ok\n", True),
     ("stanza: hub\nstatus: error\n  backup: 20261126-010000F_20261127-010000I, invalid files: 1\n", False),
@@ -126,6 +133,7 @@ def test_info_without_the_stanza_is_an_error():
     (["backup", "offsite"], "backup-offsite", "offsite"),
     (["backup", "offsite-incr", "--wait", "14400"], "backup-offsite-incr", "offsite-incr"),
     (["backup", "verify", "--repo", "2"], "backup-verify", "verify"),
+    (["backup", "snapshot", "--wait", "14400"], "backup-snapshot", "snapshot"),
 ])
 def test_command_line_names_each_job(argv, job, kind):
     args = cli.build_parser().parse_args(argv)
