@@ -92,6 +92,10 @@ def test_cron_runs_the_backup_schedule(hub, offsite):
     assert on_offsite["offsite-incr"][:6] == ["0", "6", "*", "*", "0", "hubmaint"]
     assert on_offsite["offsite-incr"][6] == ("/usr/local/bin/hubctl backup offsite-incr --wait 14400 "
                                              "--stanza hub >> /var/log/hub/backup-offsite.log 2>&1")
+    # A dated copy of repo2 the hub cannot reach, daily after the 06:00 jobs (test_6_offsite_history.py).
+    assert on_offsite["snapshot"][:6] == ["30", "7", "*", "*", "*", "hubmaint"]
+    assert on_offsite["snapshot"][6] == ("/usr/local/bin/hubctl backup snapshot --wait 14400 --stanza hub "
+                                         ">> /var/log/hub/repo-snapshot.log 2>&1")
     # The off-site host checks repo2's archive itself and repairs a hole with a new off-site full.
     walcheck = [f for f in on_offsite.values() if f[6].startswith("/usr/local/bin/hubctl wal-check ")]
     assert len(walcheck) == 1 and walcheck[0][:6] == ["*/30", "*", "*", "*", "*", "hubmaint"], walcheck
