@@ -106,12 +106,13 @@ def test_password_stays_in_the_password_file(host):
     assert secret("hub_maint") not in host.file("/etc/cron.d/hub-maintenance").content_string
 
 
-def test_hubctl_verifies_the_servers_certificate_and_name(host):
+def assert_verify_full_against(host, ca_file: str) -> None:
+    """hubctl on `host` verifies the hub's certificate and name against ca_file, and the same
+    settings with another CA (the system's public ones) are refused by the server's certificate."""
     config = host.file("/etc/hub/hubctl.conf").content_string
     assert "sslmode = verify-full\n" in config
-    assert "sslrootcert = /etc/postgresql/hub-server-ca.crt\n" in config
+    assert f"sslrootcert = {ca_file}\n" in config
     assert "channel_binding = require\n" in config
-    # The same settings with another CA (the system's public ones): the server is refused.
     other = "/var/tmp/hubctl-other-ca.conf"
     host.run(f"sed 's#^sslrootcert = .*#sslrootcert = /etc/ssl/certs/ca-certificates.crt#' "
              f"/etc/hub/hubctl.conf > {other} && chgrp hubmaint {other} && chmod 0640 {other}")
@@ -121,7 +122,22 @@ def test_hubctl_verifies_the_servers_certificate_and_name(host):
         host.run(f"rm -f {other}")
     assert refused.rc != 0 and "certificate verify failed" in refused.stdout + refused.stderr, \
         refused.stdout + refused.stderr
-    assert host.run("sudo -u hubmaint /usr/local/bin/hubctl status --json").rc == 0
+    ok = host.run("sudo -u hubmaint /usr/local/bin/hubctl status --json")
+    assert ok.rc == 0, ok.stdout + ok.stderr
+
+
+def test_hubctl_verifies_the_servers_certificate_and_name(host):
+    assert_verify_full_against(host, "/etc/postgresql/hub-server-ca.crt")
+
+
+def test_the_offsite_hosts_hubctl_verifies_the_hub_by_name_too(host, offsite):
+    # site.yml copied the hub's CA file to the off-site host, whose hubctl reaches the hub by its
+    # inventory name over the network: that name is in the hub's certificate.
+    ca = offsite.file("/etc/hub/hub-server-ca.crt")
+    assert (ca.user, ca.mode) == ("root", 0o644)
+    assert ca.content_string == host.file("/etc/postgresql/hub-server-ca.crt").content_string
+    assert f"host = {host.backend.get_hostname()}\n" in offsite.file("/etc/hub/hubctl.conf").content_string
+    assert_verify_full_against(offsite, "/etc/hub/hub-server-ca.crt")
 
 
 def test_hubctl_imports_nothing_from_the_callers_directory(host):
