@@ -71,12 +71,15 @@ def test_root_on_the_hub_cannot_erase_the_offsite_history(hub, offsite):
         for path in (SNAPSHOTS, f"../{SNAPSHOTS.rsplit('/', 1)[1]}"):
             listed = hub.run(f"{PGBR} --repo=2 --recurse repo-ls {path}")
             assert listed.rc != 0 and good["snapshot"] not in listed.stdout, listed.stdout
-        # 2. Every private key on the hub (SSH's, the jobs', pgBackRest's TLS key), as each user
-        #    that could matter on the off-site host: none logs in.
-        keys = hub.check_output("find / -xdev -type f -size -16k \\( -path '*/.ssh/*' -o -path '/etc/ssh/*' "
-                                "-o -path '/etc/pgbackrest/*' \\) -exec grep -l 'PRIVATE KEY' {} +").split()
+        # 2. Every private key on the hub (the jobs' SSH key, the TLS keys of pgBackRest,
+        #    PostgreSQL and the exporters, any SSH key), as each user that could matter on the
+        #    off-site host: none logs in.
+        keys = hub.check_output(
+            "find / -xdev -type f -size -16k \\( -path '*/.ssh/*' -o -path '/etc/ssh/*' -o -path '/etc/pgbackrest/*' "
+            "-o -path '/etc/postgresql/*' -o -path '/etc/prometheus/*' -o -path '/etc/ssl/private/*' \\) "
+            "-exec grep -l 'PRIVATE KEY' {} +").split()
         cold_key = [k for k in keys if k.endswith("/.ssh/cold_offsite")]
-        assert len(cold_key) == 1 and len(keys) > 2, keys
+        assert len(cold_key) == 1 and "/etc/pgbackrest/tls/host.key" in keys and len(keys) >= 4, keys
         for key in keys:
             for user in ("root", "postgres", "hubmaint", "hubcold"):
                 login = ssh(hub, key, f"{user}@{offsite.backend.host}", "true")
