@@ -9,7 +9,8 @@ All but the first skip the provisioning of the host the first built (--skip-tags
 dr_drill_provision), as an operator drilling again does, and the cold month's fetch. These run last, in this order, once
 per converge (a second `molecule verify` finds drill_probe and the drill host's PostgreSQL
 already there): the backup tests before them leave repo2 with a full backup taken after their
-outages."""
+outages, and test_6_offsite_history.py leaves it as the off-site snapshot it restored after the
+hub deleted it: the first drill restores that."""
 
 import json
 import os
