@@ -307,8 +307,9 @@ def verify(job: jobs.Job, stanza: str, repo: int) -> None:
 
 def snapshot(job: jobs.Job) -> None:
     """hub-repo-snapshot take: its JSON line says what the snapshot holds. A snapshot of a
-    repo2 that lists no full backup is taken all the same (it is what repo2 is), but the run
-    needs attention: repo2 was emptied, and the last good snapshot is what a restore uses."""
+    repo2 that lists no full backup, or lost a full its retention keeps, is taken all the same
+    (it is what repo2 is), but the run needs attention: the snapshots that still hold those
+    fulls are kept, and a restore uses them."""
     argv = list(SNAPSHOT_ARGV)
     with job.step("snapshot", repo=OFFSITE_REPO) as st:
         if job.dry_run:
@@ -323,13 +324,16 @@ def snapshot(job: jobs.Job) -> None:
             done = json.loads(proc.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             raise PgBackRestError(f"hub-repo-snapshot take printed no JSON: {tail(proc.stdout)}") from None
+        lost = done.get("lost_fulls", [])
         st.set(snapshot=done["snapshot"], backups=len(done["backups"]), copied=done["copied"],
                linked=done["linked"], bytes_copied=done["bytes_copied"],
-               pruned=len(done["pruned"]))
-        if not done["restorable"]:
-            st.need_attention("repo2 lists no full backup: if nobody emptied it on purpose, the hub "
-                              "may be compromised; `hub-repo-snapshot list` names the last good "
-                              "snapshot (docs/runbook-dr.md)")
+               pruned=len(done["pruned"]), lost_fulls=",".join(lost) or "-")
+        if not done["restorable"] or lost:
+            what = ("repo2 lists no full backup" if not done["restorable"] else
+                    f"repo2 no longer lists full backup(s) {', '.join(lost)} that its retention keeps")
+            st.need_attention(f"{what}: if nobody removed them on purpose, the hub may be "
+                              "compromised; `hub-repo-snapshot list` names the snapshots that hold "
+                              "them, kept whatever their age (docs/runbook-dr.md)")
 
 
 # --------------------------------------------------------------------------- command line

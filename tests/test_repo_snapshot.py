@@ -98,7 +98,8 @@ def test_a_snapshot_is_a_root_only_copy_and_the_next_links_what_did_not_change(r
     assert (two / rel1).stat().st_ino != (repo.root / rel1).stat().st_ino, "a snapshot shares a file with repo2"
     assert (two / wal2.relative_to(repo.root)).read_text() == "wal 2"
     assert not list(two.rglob("*.pgbackrest.tmp"))
-    assert second["copied"] == 1 and second["linked"] >= 3, second
+    # Copied: the four info files (always, read first) and the new segment; the rest is linked.
+    assert second["copied"] == 5 and second["linked"] >= 3, second
     # A file repo2 rewrote (another size or time) is copied; the older snapshot keeps its bytes.
     os.utime(repo.root / rel1, ns=(0, 10**18))
     (repo.root / rel1).write_text("overwritten by the hub")
@@ -115,23 +116,42 @@ def test_a_backup_listed_but_not_copied_keeps_no_snapshot(repo):
     assert os.listdir(repo.snapdir) == [".lock"]
 
 
-def test_retention_never_removes_the_newest_snapshot_with_a_full_backup(repo):
-    good = snap.take(repo.cfg(), now=at(1))["snapshot"]
-    # The hub empties repo2 (a stanza-delete): the snapshots after it hold no backup.
+def test_retention_keeps_the_history_an_emptied_repo2_no_longer_lists(repo):
+    older = snap.take(repo.cfg(), now=at(1))["snapshot"]
+    good = snap.take(repo.cfg(), now=at(1, 8))
+    assert good["lost_fulls"] == []
+    good = good["snapshot"]
+    # The hub empties repo2 (a stanza-delete): the snapshots after it hold no backup, and each
+    # names the full repo2's retention would still keep.
     shutil.rmtree(repo.root / "backup")
     repo.backups = []
     repo.list_backups()
     empty = snap.take(repo.cfg(), now=at(2))
-    assert not empty["restorable"]
-    # Thirty days on, past keep_days: the empty ones go, the last good one stays.
+    assert not empty["restorable"] and empty["lost_fulls"] == ["20261201-060000F"]
+    # Thirty days on, past keep_days: the empty ones go, the last snapshot of that full stays.
     late = snap.take(repo.cfg(), now=at(31))
-    assert late["pruned"] == [empty["snapshot"]]
+    assert sorted(late["pruned"]) == sorted([older, empty["snapshot"]])
     assert good in snap.snapshot_names(str(repo.snapdir))
-    # Once a newer snapshot holds a full backup, the old good one is pruned like any other.
+    # A new full: the old one is still among the twelve repo2 keeps (retention_full), so its
+    # snapshot stays; with a retention of one full it is history like any other.
     repo.add_backup("20261231-060000F", "full")
-    newer = snap.take(repo.cfg(), now=at(31, 8))
-    assert newer["pruned"] == [good]
-    assert snap.snapshot_names(str(repo.snapdir)) == [late["snapshot"], newer["snapshot"]]
+    assert good not in snap.take(repo.cfg(), now=at(31, 8))["pruned"]
+    repo.conf.write_text(repo.conf.read_text().replace("keep_days = 10\n", "keep_days = 10\nretention_full = 1\n"))
+    assert good in snap.take(repo.cfg(), now=at(31, 9))["pruned"]
+
+
+def test_a_full_removed_from_repo2_is_named_and_one_retention_expired_is_not(repo):
+    repo.conf.write_text(repo.conf.read_text().replace("keep_days = 10\n", "keep_days = 10\nretention_full = 2\n"))
+    repo.add_backup("20261208-060000F", "full")
+    assert snap.take(repo.cfg(), now=at(8))["lost_fulls"] == []
+    # The hub thins repo2: backup.info no longer lists the older full.
+    repo.backups = [b for b in repo.backups if b["label"] != "20261201-060000F"]
+    repo.list_backups()
+    assert snap.take(repo.cfg(), now=at(9))["lost_fulls"] == ["20261201-060000F"]
+    # A third full, and the expire of repo2's retention (two fulls) removes the oldest: that
+    # is retention, not a loss.
+    repo.add_backup("20261215-060000F", "full")
+    assert snap.take(repo.cfg(), now=at(15))["lost_fulls"] == []
 
 
 def test_restore_puts_a_copy_back_and_keeps_the_damaged_repository(repo):

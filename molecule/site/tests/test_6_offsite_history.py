@@ -99,6 +99,8 @@ def test_root_on_the_hub_cannot_erase_the_offsite_history(hub, offsite):
         emptied = offsite.run(f"{HUBCTL} backup snapshot")
         assert emptied.rc == 3, emptied.stdout + emptied.stderr
         assert "repo2 lists no full backup" in alerts(offsite, since=mark)
+        empty = snapshots(offsite)[-1]
+        assert empty["lost_fulls"] == sorted(b["label"] for b in good["backups"] if b["type"] == "full"), empty
         assert [s["snapshot"] for s in snapshots(offsite)][-2] == good["snapshot"]
 
         # The operator puts the last good snapshot back (docs/runbook-dr.md).
